@@ -1,0 +1,48 @@
+"""Building the SparkSession the jobs run in, with the settings that keep local runs quiet and contained."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+def build_session(app_name: str, master: str | None = None, scratch: Path | None = None,
+                  driver_memory: str = "2g") -> SparkSession:
+    """A session in UTC with Derby, warehouse and temp files under ``scratch`` (never the working dir).
+
+    ``master`` None keeps whatever spark-submit configured (so ``--master`` on the command line wins);
+    a value sets it, which is what ``python -m jobs.<job>`` uses.
+    """
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    builder = (
+        builder.config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.memory", driver_memory)
+        .config("spark.sql.shuffle.partitions", "8")
+        .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
+        .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
+    )
+    if scratch is not None:
+        scratch = Path(scratch)
+        scratch.mkdir(parents=True, exist_ok=True)
+        builder = (
+            builder.config("spark.sql.warehouse.dir", str(scratch / "spark-warehouse"))
+            .config("spark.local.dir", str(scratch / "spark-local"))
+            .config("spark.driver.extraJavaOptions",
+                    f"-Duser.timezone=UTC -Dderby.system.home={scratch / 'derby'}")
+        )
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    return session

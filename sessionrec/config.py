@@ -1,0 +1,137 @@
+"""The project's one configuration object.
+
+Every default lives in this file. Each field can be overridden by an environment variable named
+``SESSIONREC_<FIELD>`` (upper case), and per run by Airflow Params or CLI flags. No other module reads
+the environment for project settings: they call :func:`load_settings` and pass values on.
+
+The embedded defaults keep all local state under ``var/`` in the repository, so ``make run`` needs no
+servers; production is only configuration (see README, "Configuration").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+ENV_PREFIX = "SESSIONREC_"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _default_home() -> Path:
+    return PROJECT_ROOT / "var"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where things live and the knobs operators turn. Paths under ``home`` unless overridden."""
+
+    home: Path = field(default_factory=_default_home)
+    # Lake root: a local folder or an s3a://, gs://, hdfs:// URI. Empty means <home>/lake.
+    lake: str = ""
+    # Landing zone root holding clicks/ds=YYYY-MM-DD/. Empty means <lake>/raw.
+    raw: str = ""
+    spark_master: str = "local[*]"
+    spark_driver_memory: str = "2g"
+    mlflow_tracking_uri: str = ""
+    mlflow_artifact_root: str = ""
+    model_name: str = "gru4rec"
+    warehouse_url: str = ""
+    # Sessionization.
+    gap_minutes: int = 30
+    max_quarantine_share: float = 0.05
+    # Training set and training.
+    training_days: int = 7
+    min_item_support: int = 5
+    min_session_length: int = 2
+    device: str = "auto"
+    # Promotion gate: candidate may trail the champion by at most this much (absolute) on Recall@20 and
+    # MRR@20, and must beat the most-popular baseline by at least this margin on Recall@20.
+    gate_tolerance: float = 0.01
+    gate_baseline_margin: float = 0.0
+    # Scoring.
+    top_k: int = 20
+    exclude_last_item: bool = True
+    # Airflow placement of the GPU task and the nightly schedule (UTC).
+    gpu_queue: str = "gpu"
+    gpu_pool: str = "gpu"
+    nightly_cron: str = "30 2 * * *"
+
+    def __post_init__(self) -> None:
+        home = Path(self.home)
+        object.__setattr__(self, "home", home)
+        lake = self.lake or str(home / "lake")
+        object.__setattr__(self, "lake", lake.rstrip("/"))
+        object.__setattr__(self, "raw", (self.raw or f"{self.lake}/raw").rstrip("/"))
+        if not self.mlflow_tracking_uri:
+            object.__setattr__(self, "mlflow_tracking_uri", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+        if not self.mlflow_artifact_root:
+            object.__setattr__(self, "mlflow_artifact_root", str(home / "mlflow" / "artifacts"))
+        if not self.warehouse_url:
+            object.__setattr__(self, "warehouse_url", f"duckdb:///{home / 'warehouse.duckdb'}")
+        if self.gap_minutes <= 0:
+            raise ValueError(f"gap_minutes must be positive, got {self.gap_minutes}")
+        if not 0.0 <= self.max_quarantine_share <= 1.0:
+            raise ValueError(f"max_quarantine_share must be in [0, 1], got {self.max_quarantine_share}")
+
+    @property
+    def sessions_dir(self) -> str:
+        return f"{self.lake}/sessions"
+
+    @property
+    def quarantine_dir(self) -> str:
+        return f"{self.lake}/quarantine"
+
+    @property
+    def stats_dir(self) -> str:
+        return f"{self.lake}/stats"
+
+    @property
+    def training_dir(self) -> str:
+        return f"{self.lake}/training"
+
+    @property
+    def models_dir(self) -> Path:
+        """Local checkpoints of training runs (resumable); not the registry."""
+        return self.home / "models"
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with some fields changed (derived paths are recomputed only if left empty)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _parse(raw: str, target: type, name: str) -> object:
+    if target is bool:
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r}: expected true/false")
+    try:
+        return target(raw)
+    except ValueError as exc:
+        raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r}: expected {target.__name__}") from exc
+
+
+
+
+def env_names() -> list[str]:
+    """Every environment variable the settings read (used by the deployment checks)."""
+    return [f"{ENV_PREFIX}{f.name.upper()}" for f in fields(Settings)]
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Defaults, then ``SESSIONREC_*`` environment variables, then explicit keyword overrides."""
+    env = os.environ if env is None else env
+    types = typing.get_type_hints(Settings)
+    values: dict[str, object] = {}
+    for f in fields(Settings):
+        key = f"{ENV_PREFIX}{f.name.upper()}"
+        if key in env and env[key] != "":
+            values[f.name] = _parse(env[key], types[f.name], f.name)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)

@@ -1,0 +1,41 @@
+"""Shared fixtures: one local SparkSession for the whole test session, and isolated settings per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sessionrec.config import Settings, load_settings
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real clickstream samples (read in place, never copied into the project)."""
+    root = Path(os.environ.get("SESSIONREC_SHARED_DATA", SHARED_DATA))
+    if not root.is_dir():
+        pytest.fail(f"real data samples not found at {root}; set SESSIONREC_SHARED_DATA")
+    return root
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One local[2] SparkSession shared by every Spark test (start-up costs about 9 s)."""
+    from jobs.spark import build_session
+
+    session = build_session("sessionrec-tests", master="local[2]",
+                            scratch=tmp_path_factory.mktemp("spark"))
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings rooted in a fresh temporary folder, ignoring the caller's SESSIONREC_* environment."""
+    return load_settings(env={}, home=tmp_path / "var")
