@@ -33,3 +33,17 @@ test: setup check-java
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+run: setup check-java
+	$(PY) -m sessionrec.run
+
+ui: setup
+	$(PY) -m sessionrec.ui
+
+bench: setup check-java
+	$(PY) bench/sessionize.py --quick
+	$(PY) bench/train.py --quick
+	$(PY) bench/score.py --quick
+
+clean:
+	rm -rf var
