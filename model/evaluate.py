@@ -50,8 +50,11 @@ def conservative_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 
 def metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
-    """Recall@K (share of ranks <= K) and MRR@K (mean of 1/rank, 0 beyond K) for each K."""
-    ranks = np.asarray(ranks, dtype=np.float64)
+    """Recall@K (share of ranks <= K) and MRR@K (mean of 1/rank, 0 beyond K) for each K.
+
+    Ranks are sorted first, so the sums (and the metrics, to the last bit) do not depend on their order.
+    """
+    ranks = np.sort(np.asarray(ranks, dtype=np.float64))
     if not len(ranks) or ranks.min() < 1:
         raise ValueError("ranks must be a non-empty array of values >= 1")
     metrics: dict[str, float] = {}
