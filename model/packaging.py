@@ -1,0 +1,164 @@
+"""GRU4Rec as an MLflow ``pyfunc`` model, logged as "models from code": nothing is pickled.
+
+What a logged model holds (``<run artifacts>/<name>/``):
+
+- ``MLmodel``, ``requirements.txt`` and friends, written by MLflow; the pip requirements are explicit and
+  pinned to the versions installed here (which also skips MLflow's slow requirement inference);
+- ``gru4rec_pyfunc.py``: a three-line entry point that imports :class:`GRU4RecPyfunc` and hands an
+  empty instance to ``mlflow.models.set_model``. MLflow runs this file when the model is loaded, instead
+  of unpickling a ``python_model.pkl`` (what it writes for a ``PythonModel`` *instance*: the instance
+  cloudpickled, whose loading executes whatever the pickle says; MLflow 3.17 refuses to load those unless
+  ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` is set);
+- ``code/model/``: this project's ``model`` package, so a fresh environment built from the requirements
+  can import it (MLflow prepends ``code/`` to ``sys.path`` on load; an already imported ``model`` wins);
+- ``artifacts/<folder>/``: the model folder written by ``model/artifacts.py``: ``model.pt`` (a
+  ``state_dict``, loaded with ``weights_only=True`` and mapped onto the loading device), ``items.parquet``
+  and ``config.json``. This is data only; loading it never executes code from it.
+
+``load_context`` builds a :class:`model.recommender.Recommender` from that folder. The device is "auto"
+(CUDA when present, else CPU) unless the loader passes ``model_config={"device": "cpu"}``; the
+sessions scored per batch can be set the same way (``"chunk_size"``).
+
+Input: a DataFrame with ``session_id`` (string) and ``item_ids`` (list of strings, oldest first).
+Output: one row per recommendation: ``session_id``, ``rank`` (1..k), ``item_id``, ``score``, ``fallback``.
+Params: ``k`` (default 20) and ``exclude_last`` (default true).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import warnings
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.models import Model, ModelInputExample, ModelSignature, infer_signature
+from mlflow.models.model import ModelInfo
+from mlflow.pyfunc import PythonModel, PythonModelContext
+
+from model.recommender import DEFAULT_CHUNK_SIZE, Recommender
+
+logger = logging.getLogger(__name__)
+
+ARTIFACT_KEY = "gru4rec"
+INPUT_COLUMNS = ("session_id", "item_ids")
+DEFAULT_PARAMS: dict[str, Any] = {"k": 20, "exclude_last": True}
+# Load-time options; a loader overrides them with mlflow.pyfunc.load_model(uri, model_config={...}).
+DEFAULT_MODEL_CONFIG: dict[str, Any] = {"device": "auto", "chunk_size": DEFAULT_CHUNK_SIZE}
+REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "pyarrow")
+ENTRY_POINT_FILE = "gru4rec_pyfunc.py"
+# This project's ``model`` package (the folder of this file), shipped with the logged model.
+MODEL_PACKAGE = Path(__file__).resolve().parent
+ENTRY_POINT = '''"""MLflow models-from-code entry point of the GRU4Rec pyfunc (written by model/packaging.py)."""
+from mlflow.models import set_model
+
+from model.packaging import GRU4RecPyfunc
+
+set_model(GRU4RecPyfunc())
+'''
+
+
+class GRU4RecPyfunc(PythonModel):
+    """Recommends the next items of sessions; holds nothing until ``load_context`` reads the artifacts."""
+
+    def __init__(self) -> None:
+        self._recommender: Recommender | None = None
+
+    def load_context(self, context: PythonModelContext) -> None:
+        config = {**DEFAULT_MODEL_CONFIG, **(context.model_config or {})}
+        self._recommender = Recommender.from_directory(context.artifacts[ARTIFACT_KEY],
+                                                       device=str(config["device"]),
+                                                       chunk_size=int(config["chunk_size"]))
+
+    def predict(self, context: PythonModelContext, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> pd.DataFrame:
+        if self._recommender is None:
+            raise RuntimeError("GRU4RecPyfunc.predict called before load_context")
+        frame = checked_input(model_input)
+        options = {**DEFAULT_PARAMS, **(params or {})}
+        recommendations = self._recommender.recommend(
+            list(frame["item_ids"]), k=int(options["k"]), exclude_last=bool(options["exclude_last"]))
+        return recommendations.to_pandas(frame["session_id"].astype(str).to_numpy())
+
+
+def checked_input(model_input: pd.DataFrame) -> pd.DataFrame:
+    """The input frame, or a clear error when a column is missing or a session's items are not a list."""
+    if not isinstance(model_input, pd.DataFrame):
+        raise TypeError(f"model input must be a pandas DataFrame with columns {list(INPUT_COLUMNS)}, "
+                        f"got {type(model_input).__name__}")
+    missing = [c for c in INPUT_COLUMNS if c not in model_input.columns]
+    if missing:
+        raise ValueError(f"model input lacks column(s) {missing}; expected {list(INPUT_COLUMNS)} with "
+                         "item_ids a list of item id strings per session, oldest first")
+    bad = [i for i, items in enumerate(model_input["item_ids"]) if isinstance(items, str)
+           or not hasattr(items, "__len__")]
+    if bad:
+        value = model_input["item_ids"].iloc[bad[0]]
+        raise ValueError(f"model input column item_ids must hold a list of item ids per row; row {bad[0]} "
+                         f"holds {type(value).__name__} {value!r}")
+    return model_input
+
+
+def pinned_requirements() -> list[str]:
+    """``name==version`` of the installed runtime packages (local labels like ``+cpu`` dropped)."""
+    return [f"{name}=={metadata.version(name).split('+')[0]}" for name in REQUIREMENTS]
+
+
+def input_example(recommender: Recommender) -> pd.DataFrame:
+    """Two sessions: one with known items, one whose only item is unknown (it gets the fallback)."""
+    known = [str(item) for item in recommender.vocabulary.item_ids[:2]]
+    return pd.DataFrame({"session_id": ["s1", "s2"], "item_ids": [known, ["an-unknown-item"]]})
+
+
+def model_signature(recommender: Recommender, example: pd.DataFrame) -> ModelSignature:
+    """Input, output (from a real prediction on ``example``) and params with their defaults."""
+    output = recommender.recommend(list(example["item_ids"]), k=DEFAULT_PARAMS["k"],
+                                   exclude_last=DEFAULT_PARAMS["exclude_last"])
+    with warnings.catch_warnings():
+        # MLflow hints that integer columns cannot hold missing values: rank never does.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        return infer_signature(example, output.to_pandas(example["session_id"].to_numpy()),
+                               params=DEFAULT_PARAMS)
+
+
+def log_gru4rec_model(model_dir: Path | str, name: str = "model",
+                      registered_model_name: str | None = None) -> ModelInfo:
+    """Log the model folder ``model_dir`` as a pyfunc model in the active run (optionally registering it).
+
+    The folder is loaded on the CPU first: a folder that does not load (wrong files, tampered weights,
+    bad configuration) is refused here rather than at scoring time, and the signature comes from a real
+    prediction.
+    """
+    model_dir = Path(model_dir)
+    recommender = Recommender.from_directory(model_dir, device="cpu")
+    example: ModelInputExample = input_example(recommender)
+    signature = model_signature(recommender, example)
+    with tempfile.TemporaryDirectory(prefix="gru4rec-pyfunc-") as scratch:
+        entry_point = Path(scratch) / ENTRY_POINT_FILE
+        entry_point.write_text(ENTRY_POINT)
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(entry_point),
+            artifacts={ARTIFACT_KEY: str(model_dir)},
+            code_paths=[str(MODEL_PACKAGE)],
+            signature=signature,
+            input_example=example,
+            model_config=DEFAULT_MODEL_CONFIG,
+            pip_requirements=pinned_requirements(),
+            registered_model_name=registered_model_name,
+        )
+    logger.info("logged %s as pyfunc model %s (%s)", model_dir, info.model_uri, info.artifact_path)
+    return info
+
+
+def download_model_dir(model_uri: str, dst: Path | str) -> Path:
+    """Download a logged GRU4Rec pyfunc model under ``dst`` and return its model folder (model.pt, ...)."""
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
+    flavor = Model.load(str(local)).flavors.get("python_function", {})
+    artifact = flavor.get("artifacts", {}).get(ARTIFACT_KEY)
+    if artifact is None:
+        raise ValueError(f"{model_uri}: not a GRU4Rec pyfunc model (no {ARTIFACT_KEY!r} artifact in MLmodel)")
+    return local / artifact["path"]

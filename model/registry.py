@@ -1,0 +1,373 @@
+"""The model registry: every trained model becomes a version; the promotion gate moves ``@champion``.
+
+Aliases of the registered model (``Settings.model_name``, default ``gru4rec``):
+
+- ``champion``: the version the nightly scoring serves;
+- ``previous``: the champion before the last promotion (roll back by promoting it with ``--force``);
+- ``challenger``: the latest version that did not pass the gate.
+
+The gate (:func:`decide_promotion`) promotes a candidate when it trails the champion by at most
+``Settings.gate_tolerance`` (absolute) on both Recall@20 and MRR@20, and beats the most-popular baseline
+by more than ``Settings.gate_baseline_margin`` on Recall@20. With no champion yet only the baseline check
+applies. Every model is evaluated on the same test split with its own vocabulary: test events whose item
+a model does not know are skipped as input and count as misses as targets (:func:`evaluate_events`),
+so a champion trained on an older vocabulary is not flattered by dropping what it cannot rank.
+
+The decision, its reason and the metrics it used are recorded as version tags (``gate_*``); an operator
+can force a promotion, recorded as ``gate_decision=forced`` with the user's name.
+
+CLI::
+
+    python -m model.registry show [--model gru4rec]
+    python -m model.registry promote --model gru4rec --version N [--training-dir DIR] [--force] [--reason TEXT]
+
+``promote`` exits with 0 when the version is (or already was) the champion and 1 when the gate refused it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import math
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import torch
+from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models.model import ModelInfo
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+from mlflow.tracking import MlflowClient
+
+from model.artifacts import load_model
+from model.baselines import fit_baselines
+from model.data import VOCABULARY_FILE, Vocabulary, dataset_from_table, load_split, read_vocabulary
+from model.evaluate import SessionScorer, evaluate
+from model.network import GRU4RecScorer
+from model.packaging import download_model_dir
+from model.tracking import connect, metric_key
+from model.trainer import resolve_device
+from sessionrec.config import Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
+GATE_METRICS = ("recall@20", "mrr@20")
+KS = (1, 5, 10, 20)
+TEST_EVENT_COLUMNS = ("session_id", "item_id", "event_time")
+MODEL_DESCRIPTION = (
+    "GRU4Rec session-based next-item recommender (pyfunc: session_id + item_ids in, top-k items out). "
+    "@champion is served by the nightly scoring, @previous is the champion before the last promotion, "
+    "@challenger is the latest version that did not pass the promotion gate."
+)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+
+
+def decide_promotion(candidate: Mapping[str, float], champion: Mapping[str, float] | None,
+                     baseline_pop: Mapping[str, float], tolerance: float,
+                     baseline_margin: float) -> GateDecision:
+    """The promotion rule, on metrics keyed like evaluate()'s output (``recall@20``, ``mrr@20``)."""
+    named = {"candidate": candidate, "baseline": baseline_pop}
+    if champion is not None:
+        named["champion"] = champion
+    for label, metrics in named.items():
+        missing = [m for m in GATE_METRICS if m not in metrics]
+        if missing:
+            raise ValueError(f"{label} metrics lack {missing}; got {sorted(metrics)}")
+        if not all(math.isfinite(metrics[m]) for m in GATE_METRICS):
+            raise ValueError(f"{label} metrics are not finite: {[metrics[m] for m in GATE_METRICS]}")
+    failures = []
+    recall, pop_recall = candidate["recall@20"], baseline_pop["recall@20"]
+    if not recall > pop_recall + baseline_margin:
+        failures.append(f"Recall@20 {recall:.4f} does not beat most-popular {pop_recall:.4f} "
+                        f"by more than {baseline_margin:.4f}")
+    if champion is not None:
+        for metric in GATE_METRICS:
+            if candidate[metric] < champion[metric] - tolerance:
+                failures.append(f"{_label(metric)} {candidate[metric]:.4f} trails the champion's "
+                                f"{champion[metric]:.4f} by more than {tolerance:.4f}")
+    if failures:
+        return GateDecision(False, "; ".join(failures))
+    against = "the champion (within tolerance) and " if champion is not None else "no champion yet; "
+    return GateDecision(True, f"Recall@20 {recall:.4f}, MRR@20 {candidate['mrr@20']:.4f}: passes "
+                              f"{against}beats most-popular ({pop_recall:.4f})")
+
+
+def _label(metric: str) -> str:
+    name, k = metric.split("@")
+    return f"{'MRR' if name == 'mrr' else 'Recall'}@{k}"
+
+
+def read_test_events(training_dir: Path | str) -> pa.Table:
+    """The test split's events with item ids (not indexes), so any model can map them to its vocabulary."""
+    path = Path(training_dir) / "test"
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: test split folder not found (is {training_dir} a training set?)")
+    table = ds.dataset(path, format="parquet").to_table()
+    missing = sorted(set(TEST_EVENT_COLUMNS) - set(table.column_names))
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected {list(TEST_EVENT_COLUMNS)}")
+    return table.select(list(TEST_EVENT_COLUMNS))
+
+
+def count_targets(events: pa.Table) -> int:
+    """Next-item targets of the events: every event but each session's first."""
+    counts = pc.value_counts(events.column("session_id")).field("counts").to_numpy()
+    return int(np.maximum(counts - 1, 0).sum())
+
+
+def evaluate_events(scorer: SessionScorer, vocabulary: Vocabulary, events: pa.Table,
+                    ks: Sequence[int] = KS) -> dict[str, float]:
+    """Recall@K and MRR@K of ``scorer`` over every target of ``events``, unknown items counting as misses.
+
+    Events whose item is not in ``vocabulary`` are dropped before evaluation (the model never sees them
+    as input, as in scoring); evaluate() then averages over the targets it could rank, and the averages
+    are rescaled to all targets of ``events``, so each target the model could not rank is a miss
+    (including the known targets of sessions left with fewer than two known events).
+    """
+    total = count_targets(events)
+    if not total:
+        raise ValueError("the test events hold no session with two or more events")
+    data, unknown = dataset_from_table(events, vocabulary, source="test split")
+    metrics = {f"{name}@{k}": 0.0 for name in ("recall", "mrr") for k in ks}
+    ranked = 0
+    if (data.lengths() >= 2).any():
+        found = evaluate(scorer, data, ks)
+        ranked = int(found["n_events"])
+        metrics = {key: found[key] * ranked / total for key in metrics}
+    logger.info("%s: ranked %d of %d targets (%d test events with unknown items)", type(scorer).__name__,
+                ranked, total, unknown)
+    return {**metrics, "n_events": total, "ranked_events": ranked, "unknown_events": unknown}
+
+
+def evaluate_version(client: MlflowClient, model_name: str, version: str, events: pa.Table,
+                     device: torch.device) -> dict[str, float]:
+    """Download a registered version's model folder and evaluate it on ``events`` (see evaluate_events)."""
+    with tempfile.TemporaryDirectory(prefix="gru4rec-gate-") as scratch:
+        source = client.get_model_version_download_uri(model_name, version)
+        model_dir = download_model_dir(source, scratch)
+        network, vocabulary, _ = load_model(model_dir, device=device)
+    logger.info("evaluating %s version %s on %d test events", model_name, version, events.num_rows)
+    return evaluate_events(GRU4RecScorer(network, device), vocabulary, events)
+
+
+def evaluate_popularity(training_dir: Path | str, events: pa.Table) -> dict[str, float]:
+    """The most-popular baseline of the training set's train split on ``events``."""
+    training_dir = Path(training_dir)
+    vocabulary = read_vocabulary(training_dir / VOCABULARY_FILE)
+    pop = fit_baselines(load_split(training_dir, "train", vocabulary), ["pop"])["pop"]
+    return evaluate_events(pop, vocabulary, events)
+
+
+def aliased_version(client: MlflowClient, model_name: str, alias: str) -> str | None:
+    """The version number an alias points to, or None when the alias (or the model) does not exist.
+
+    Read from the registered model's alias map: ``get_model_version_by_alias`` reports a missing alias as
+    INVALID_PARAMETER_VALUE, which would also hide real errors. Versions are returned as strings (the SQL
+    store gives integers, the REST API strings).
+    """
+    try:
+        version = client.get_registered_model(model_name).aliases.get(alias)
+    except MlflowException as exc:
+        if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return None
+        raise
+    return None if version is None else str(version)
+
+
+def ensure_registered_model(client: MlflowClient, model_name: str) -> None:
+    try:
+        client.get_registered_model(model_name)
+    except MlflowException as exc:
+        if exc.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise
+        client.create_registered_model(model_name, description=MODEL_DESCRIPTION)
+        logger.info("created registered model %s", model_name)
+
+
+def version_description(logical_date: date, run: Run) -> str:
+    """What the registry UI shows for a version: date, run, test results, training set, device, commit."""
+    metrics, tags = run.data.metrics, run.data.tags
+    lines = [f"GRU4Rec trained for {logical_date.isoformat()} (run {run.info.run_name}, {run.info.run_id})."]
+    if "test_recall_20" in metrics and "test_mrr_20" in metrics:
+        results = f"Test Recall@20 {metrics['test_recall_20']:.4f}, MRR@20 {metrics['test_mrr_20']:.4f}"
+        if "baseline_pop_recall_20" in metrics:
+            results += f"; most popular Recall@20 {metrics['baseline_pop_recall_20']:.4f}"
+        lines.append(results + ".")
+    if "training_dir" in tags:
+        lines.append(f"Training set: {tags['training_dir']}.")
+    details = [f"{key} {tags[key]}" for key in ("device", "device_name", "git_commit") if key in tags]
+    if details:
+        lines.append(f"Trained with {', '.join(details)}.")
+    return "\n".join(lines)
+
+
+def register_version(client: MlflowClient, model_info: ModelInfo, model_name: str,
+                     logical_date: date) -> ModelVersion:
+    """A new version of ``model_name`` from a logged model, tagged with its run's test metrics and date."""
+    ensure_registered_model(client, model_name)
+    run = client.get_run(model_info.run_id)
+    tags = {key: f"{value:.6g}" for key, value in run.data.metrics.items() if key.startswith("test_")}
+    tags["logical_date"] = logical_date.isoformat()
+    if "training_dir" in run.data.tags:
+        tags["training_dir"] = run.data.tags["training_dir"]
+    version = client.create_model_version(model_name, source=model_info.model_uri, run_id=model_info.run_id,
+                                          tags=tags, description=version_description(logical_date, run),
+                                          model_id=model_info.model_id)
+    logger.info("registered %s version %s from run %s", model_name, version.version, model_info.run_id)
+    return version
+
+
+def set_champion(client: MlflowClient, model_name: str, version: str) -> None:
+    """Point ``champion`` at ``version``; the outgoing champion becomes ``previous``."""
+    current = aliased_version(client, model_name, CHAMPION)
+    if current is not None and current != version:
+        client.set_registered_model_alias(model_name, PREVIOUS, current)
+    client.set_registered_model_alias(model_name, CHAMPION, version)
+    if aliased_version(client, model_name, CHALLENGER) == version:
+        client.delete_registered_model_alias(model_name, CHALLENGER)
+    logger.info("%s version %s is the champion (previous: %s)", model_name, version, current or "none")
+
+
+def record_gate(client: MlflowClient, model_name: str, version: str, decision: str, reason: str,
+                evaluated: Mapping[str, Mapping[str, float] | None]) -> None:
+    """The gate's outcome as version tags: gate_decision, gate_reason, gate_at, gate_<who>_<metric>."""
+    tags = {"gate_decision": decision, "gate_reason": reason,
+            "gate_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    for who, metrics in evaluated.items():
+        if metrics is not None:
+            tags.update({metric_key(m, f"gate_{who}"): f"{metrics[m]:.6g}" for m in GATE_METRICS})
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, value)
+
+
+def gate_and_promote(client: MlflowClient, model_name: str, version: str | int, training_dir: Path | str,
+                     tolerance: float, baseline_margin: float, device: str = "auto",
+                     baseline_pop: Mapping[str, float] | None = None) -> GateDecision:
+    """Evaluate ``version`` and the current champion on the training set's test split, then move aliases.
+
+    Promoted: ``champion`` -> version (old champion -> ``previous``). Not promoted: ``challenger`` ->
+    version. ``baseline_pop`` (evaluate()-style metrics of the most-popular baseline on this test split)
+    is computed from the train split when not given.
+    """
+    version = str(version)
+    champion_version = aliased_version(client, model_name, CHAMPION)
+    if champion_version == version:
+        return GateDecision(True, f"version {version} is already the champion")
+    resolved = resolve_device(device)
+    events = read_test_events(training_dir)
+    candidate = evaluate_version(client, model_name, version, events, resolved)
+    champion = (evaluate_version(client, model_name, champion_version, events, resolved)
+                if champion_version is not None else None)
+    baseline = dict(baseline_pop) if baseline_pop is not None else evaluate_popularity(training_dir, events)
+    decision = decide_promotion(candidate, champion, baseline, tolerance, baseline_margin)
+    if champion_version is not None:
+        reason = f"{decision.reason} (champion: version {champion_version})"
+        decision = GateDecision(decision.promote, reason)
+    record_gate(client, model_name, version, "promoted" if decision.promote else "rejected", decision.reason,
+                {"candidate": candidate, "champion": champion, "baseline_pop": baseline})
+    if decision.promote:
+        set_champion(client, model_name, version)
+    else:
+        client.set_registered_model_alias(model_name, CHALLENGER, version)
+        logger.info("%s version %s not promoted (challenger): %s", model_name, version, decision.reason)
+    return decision
+
+
+def force_promote(client: MlflowClient, model_name: str, version: str | int, reason: str = "") -> GateDecision:
+    """Make ``version`` the champion without the gate, recorded as forced by the current user."""
+    version = str(version)
+    client.get_model_version(model_name, version)  # fails clearly when the version does not exist
+    user = getpass.getuser()
+    text = f"forced by {user}" + (f": {reason}" if reason else "")
+    record_gate(client, model_name, version, "forced", text, {})
+    client.set_model_version_tag(model_name, version, "gate_forced_by", user)
+    set_champion(client, model_name, version)
+    return GateDecision(True, text)
+
+
+def describe_model(client: MlflowClient, model_name: str) -> str:
+    """A readable table of the model's versions: aliases, logical date, test metrics, gate decision."""
+    try:
+        registered = client.get_registered_model(model_name)
+    except MlflowException as exc:
+        if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return f"registered model {model_name!r} not found"
+        raise
+    versions = sorted(client.search_model_versions(f"name = '{model_name}'"), key=lambda v: int(v.version),
+                      reverse=True)
+    # Version search results carry no aliases on every store: take them from the registered model.
+    by_version: dict[str, list[str]] = {}
+    for alias, number in registered.aliases.items():
+        by_version.setdefault(str(number), []).append(alias)
+    header = ["version", "aliases", "logical_date", "recall@20", "mrr@20", "gate", "created", "run_id"]
+    rows = [[v.version, ",".join(sorted(by_version.get(str(v.version), []))) or "-", v.tags.get("logical_date", "-"),
+             v.tags.get("test_recall_20", "-"), v.tags.get("test_mrr_20", "-"), v.tags.get("gate_decision", "-"),
+             datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
+             v.run_id or "-"] for v in versions]
+    aliases = ", ".join(f"@{alias} -> {version}" for alias, version in sorted(registered.aliases.items()))
+    return "\n".join([f"{model_name}: {len(versions)} version(s); {aliases or 'no aliases'}",
+                      format_table(header, rows)])
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    return "\n".join("  ".join(str(cell).ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+                     for line in [header, *rows])
+
+
+def training_dir_of(client: MlflowClient, model_name: str, version: str) -> str:
+    """The training set a version was trained on (its ``training_dir`` tag)."""
+    found = client.get_model_version(model_name, version).tags.get("training_dir")
+    if not found:
+        raise ValueError(f"{model_name} version {version} has no training_dir tag; pass --training-dir")
+    return found
+
+
+def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m model.registry", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    show = commands.add_parser("show", help="aliases and versions with their metrics")
+    show.add_argument("--model", default=None, help="registered model name (default: Settings.model_name)")
+    promote = commands.add_parser("promote", help="run the promotion gate on a version (or --force it)")
+    promote.add_argument("--model", default=None, help="registered model name (default: Settings.model_name)")
+    promote.add_argument("--version", required=True, help="the version to promote")
+    promote.add_argument("--training-dir", default=None,
+                         help="training set whose test split the gate uses (default: the version's own)")
+    promote.add_argument("--force", action="store_true", help="skip the gate; recorded as forced")
+    promote.add_argument("--reason", default="", help="why a promotion is forced (recorded)")
+    args = parser.parse_args(argv)
+    settings = settings or load_settings()
+    model_name = args.model or settings.model_name
+    client = connect(settings)
+    if args.command == "show":
+        print(describe_model(client, model_name))
+        return 0
+    if args.force:
+        decision = force_promote(client, model_name, args.version, args.reason)
+    else:
+        decision = gate_and_promote(client, model_name, args.version,
+                                    args.training_dir or training_dir_of(client, model_name, args.version),
+                                    settings.gate_tolerance, settings.gate_baseline_margin, settings.device)
+    print(f"{model_name} version {args.version}: {'promoted' if decision.promote else 'not promoted'}: "
+          f"{decision.reason}")
+    return 0 if decision.promote else 1
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    raise SystemExit(main())
