@@ -47,3 +47,15 @@ bench: setup check-java
 
 clean:
 	rm -rf var
+
+# The production stack (docker/README.md). Needs a Docker engine with the compose plugin.
+COMPOSE := docker compose -f docker/compose.yaml --env-file docker/.env
+
+up: docker/.env
+	$(COMPOSE) up -d --build
+
+down:
+	$(COMPOSE) down
+
+docker/.env:
+	@echo "docker/.env is missing: cp docker/.env.example docker/.env, then fill in every secret (docker/README.md)"; exit 1
