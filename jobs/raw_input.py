@@ -21,6 +21,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from jobs.lake import hadoop_path, midnight
+
 logger = logging.getLogger(__name__)
 
 CLICKS_DIR = "clicks"
@@ -114,16 +116,6 @@ class InputCounts:
 def day_dir(raw: str, day: dt.date) -> str:
     """``RAW/clicks/ds=YYYY-MM-DD``."""
     return f"{raw.rstrip('/')}/{CLICKS_DIR}/ds={day.isoformat()}"
-
-
-def midnight(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(0), tzinfo=dt.UTC)
-
-
-def hadoop_path(spark: SparkSession, path: str) -> tuple[Any, Any]:
-    """(Hadoop FileSystem, Path) for a local path or a URI, so the same code works on hdfs:// and s3a://."""
-    jpath = spark._jvm.org.apache.hadoop.fs.Path(path)
-    return jpath.getFileSystem(spark._jsc.hadoopConfiguration()), jpath
 
 
 def _format_of(name: str) -> str | None:

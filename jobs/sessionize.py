@@ -28,8 +28,7 @@ import math
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ if __name__ == "__main__" and importlib.util.find_spec("sessionrec") is None:
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from jobs.lake import midnight, replace_by_rename, require_micros_timestamps, staging_folder, write_text
 from jobs.raw_input import (
     EVENT_TIME,
     EVENT_TYPE,
@@ -50,8 +50,6 @@ from jobs.raw_input import (
     check_quarantine_share,
     count_rows,
     day_dir,
-    hadoop_path,
-    midnight,
     quarantine_rows,
     read_landing_days,
     used_events,
@@ -209,53 +207,7 @@ def input_stats(counts: InputCounts) -> dict[str, Any]:
                          "files": [f.as_dict() for f in counts.lookback_files()]}}
 
 
-# --- writing and committing ---
-
-@contextmanager
-def _parquet_timestamps_in_micros(spark: SparkSession) -> Iterator[None]:
-    """Write timestamps as UTC-adjusted TIMESTAMP_MICROS (Spark's default INT96 reads back without a zone)."""
-    key = "spark.sql.parquet.outputTimestampType"
-    before = spark.conf.get(key)
-    spark.conf.set(key, "TIMESTAMP_MICROS")
-    try:
-        yield
-    finally:
-        spark.conf.set(key, before)
-
-
-def _write_text(spark: SparkSession, path: str, text: str) -> None:
-    fs, jpath = hadoop_path(spark, path)
-    stream = fs.create(jpath, True)
-    try:
-        stream.write(bytearray(text.encode("utf-8")))
-    finally:
-        stream.close()
-
-
-def _rename(spark: SparkSession, source: str, target: str) -> None:
-    fs, jsource = hadoop_path(spark, source)
-    if not fs.rename(jsource, hadoop_path(spark, target)[1]):
-        raise OSError(f"could not rename {source} to {target}")
-
-
-def replace_by_rename(spark: SparkSession, staged: str, target: str, previous: str) -> None:
-    """Put ``staged`` at ``target``; an existing target is moved to ``previous`` first and restored on failure.
-
-    Readers see the old or the new output, never a partial one; a crash between the two renames leaves
-    the target absent until the next run (the old copy stays under ``_staging``).
-    """
-    fs, jtarget = hadoop_path(spark, target)
-    fs.mkdirs(jtarget.getParent())
-    replacing = fs.exists(jtarget)
-    if replacing:
-        _rename(spark, target, previous)
-    try:
-        _rename(spark, staged, target)
-    except OSError:
-        if replacing:
-            _rename(spark, previous, target)
-        raise
-
+# --- outputs ---
 
 def output_paths(lake: str, ds: dt.date) -> dict[str, str]:
     lake = lake.rstrip("/")
@@ -275,6 +227,7 @@ def _check_arguments(spark: SparkSession, gap_minutes: int, max_quarantine_share
     if zone != "UTC":
         raise ValueError(f"spark.sql.session.timeZone is {zone!r}; sessionize needs UTC (landing-zone times "
                          "without a zone are UTC): build the session with jobs.spark.build_session")
+    require_micros_timestamps(spark)
 
 
 def sessionize(spark: SparkSession, raw: str, lake: str, ds: dt.date, gap_minutes: int = 30,
@@ -294,20 +247,17 @@ def sessionize(spark: SparkSession, raw: str, lake: str, ds: dt.date, gap_minute
     stats = {"ds": ds.isoformat(), "raw": raw, "gap_minutes": gap_minutes, "keep_repeats": keep_repeats,
              "max_quarantine_share": max_quarantine_share, **input_stats(counts)}
     paths = output_paths(lake, ds)
-    staging = f"{lake.rstrip('/')}/_staging/sessionize-{ds.isoformat()}-{uuid.uuid4().hex}"
-    try:
+    unique = f"{lake.rstrip('/')}/_staging/sessionize-{ds.isoformat()}-{uuid.uuid4().hex}"
+    with staging_folder(spark, unique) as staging:
         stats.update(_write_outputs(spark, rows, ds, gap_minutes, keep_repeats, staging))
         stats["outputs"] = paths
         stats["elapsed_s"] = round(time.monotonic() - started, 3)
-        _write_text(spark, f"{staging}/stats.json", json.dumps(stats, indent=2) + "\n")
+        write_text(spark, f"{staging}/stats.json", json.dumps(stats, indent=2) + "\n")
         staged = {"quarantine": f"{staging}/quarantine", "sessions": f"{staging}/sessions",
                   "stats": f"{staging}/stats.json"}
         for name, path in staged.items():  # stats last: its presence means the day is complete
             replace_by_rename(spark, path, paths[name], f"{staging}/previous-{name}")
             logger.info("%s of %s written to %s", name, ds, paths[name])
-    finally:
-        fs, jstaging = hadoop_path(spark, staging)
-        fs.delete(jstaging, True)
     return stats
 
 
@@ -316,9 +266,8 @@ def _write_outputs(spark: SparkSession, rows: DataFrame, ds: dt.date, gap_minute
     """Quarantine and sessions written under ``staging``; returns their counts."""
     flagged = sessions_of_events(used_events(rows, ds), ds, gap_minutes).persist()
     try:
-        with _parquet_timestamps_in_micros(spark):
-            quarantine_rows(rows).write.parquet(f"{staging}/quarantine")
-            session_rows(flagged, keep_repeats).write.parquet(f"{staging}/sessions")
+        quarantine_rows(rows).write.parquet(f"{staging}/quarantine")
+        session_rows(flagged, keep_repeats).write.parquet(f"{staging}/sessions")
         stats = session_stats(flagged, ds, keep_repeats)
     finally:
         flagged.unpersist()

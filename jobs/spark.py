@@ -9,10 +9,17 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+# Parquet timestamps as UTC-adjusted INT64 microseconds: Spark's default, INT96, reads back without a zone
+# in pyarrow (docs/CONTRACTS.md wants UTC timestamps).
+PARQUET_TIMESTAMP_TYPE_KEY = "spark.sql.parquet.outputTimestampType"
+PARQUET_TIMESTAMP_TYPE = "TIMESTAMP_MICROS"
+
 
 def build_session(app_name: str, master: str | None = None, scratch: Path | None = None,
                   driver_memory: str = "2g") -> SparkSession:
     """A session in UTC with Derby, warehouse and temp files under ``scratch`` (never the working dir).
+
+    Parquet timestamps are written as TIMESTAMP_MICROS for every job, so no writer has to switch it.
 
     ``master`` None keeps whatever spark-submit configured (so ``--master`` on the command line wins);
     a value sets it, which is what ``python -m jobs.<job>`` uses.
@@ -30,6 +37,7 @@ def build_session(app_name: str, master: str | None = None, scratch: Path | None
         .config("spark.driver.memory", driver_memory)
         .config("spark.sql.shuffle.partitions", "8")
         .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
+        .config(PARQUET_TIMESTAMP_TYPE_KEY, PARQUET_TIMESTAMP_TYPE)
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
         .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")

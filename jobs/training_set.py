@@ -41,9 +41,8 @@ import json
 import logging
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, date, datetime, time, timedelta
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +56,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, LongType, StringType, TimestampType
 
+from jobs.lake import exists, midnight, replace_by_rename, require_micros_timestamps, staging_folder, upload
 from jobs.spark import build_session
 from model.data import VOCABULARY_FILE, Vocabulary, write_vocabulary
 from sessionrec.config import Settings, load_settings
@@ -84,70 +84,8 @@ def window_days(ds: date, days: int) -> list[date]:
     return [ds - timedelta(days=offset) for offset in range(days - 1, -1, -1)]
 
 
-def midnight(day: date) -> datetime:
-    return datetime.combine(day, time(0), tzinfo=UTC)
-
-
 def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# --- the lake, through Hadoop's FileSystem so that s3a://, gs:// and hdfs:// lakes work as local ones ---
-
-def _hadoop_path(spark: SparkSession, path: str) -> tuple[Any, Any]:
-    """(FileSystem, Path) JVM objects for ``path``."""
-    jpath = spark._jvm.org.apache.hadoop.fs.Path(path)
-    return jpath.getFileSystem(spark._jsc.hadoopConfiguration()), jpath
-
-
-def _exists(spark: SparkSession, path: str) -> bool:
-    fs, jpath = _hadoop_path(spark, path)
-    return bool(fs.exists(jpath))
-
-
-def _delete(spark: SparkSession, path: str) -> None:
-    fs, jpath = _hadoop_path(spark, path)
-    if fs.exists(jpath):
-        fs.delete(jpath, True)
-
-
-def _rename(spark: SparkSession, source: str, target: str) -> None:
-    fs, jsource = _hadoop_path(spark, source)
-    if not fs.rename(jsource, _hadoop_path(spark, target)[1]):
-        raise OSError(f"could not rename {source} to {target}")
-
-
-def _upload(spark: SparkSession, local: Path, target: str) -> None:
-    fs, jtarget = _hadoop_path(spark, target)
-    fs.copyFromLocalFile(False, True, spark._jvm.org.apache.hadoop.fs.Path(str(local.resolve())), jtarget)
-
-
-def _commit(spark: SparkSession, staging: str, target: str) -> None:
-    """Replace ``target`` by ``staging`` (the old folder is moved aside, then deleted); undone on failure."""
-    previous = f"{staging.removesuffix('.tmp')}.old"
-    _delete(spark, previous)
-    replacing = _exists(spark, target)
-    if replacing:
-        _rename(spark, target, previous)
-    try:
-        _rename(spark, staging, target)
-    except OSError:
-        if replacing:
-            _rename(spark, previous, target)
-        raise
-    _delete(spark, previous)
-
-
-@contextmanager
-def _parquet_timestamps_in_micros(spark: SparkSession) -> Iterator[None]:
-    """Write timestamps as UTC-adjusted TIMESTAMP_MICROS (Spark's default INT96 reads back without a zone)."""
-    key = "spark.sql.parquet.outputTimestampType"
-    before = spark.conf.get(key)
-    spark.conf.set(key, "TIMESTAMP_MICROS")
-    try:
-        yield
-    finally:
-        spark.conf.set(key, before)
 
 
 # --- reading the window ---
@@ -172,7 +110,7 @@ def read_window(spark: SparkSession, lake: str, ds: date, days: int) -> tuple[Da
     """Events of every session stored in the window's days: (events with a ``day`` column, used, missing)."""
     used, missing = [], []
     for day in window_days(ds, days):
-        (used if _exists(spark, f"{lake}/sessions/ds={day.isoformat()}") else missing).append(day)
+        (used if exists(spark, f"{lake}/sessions/ds={day.isoformat()}") else missing).append(day)
     if ds in missing:
         raise FileNotFoundError(f"{lake}/sessions/ds={ds.isoformat()}: sessions of day {ds} not found "
                                 "(run jobs/sessionize.py for that day first)")
@@ -344,24 +282,19 @@ def _write_small_files(spark: SparkSession, vocabulary: Vocabulary, stats: dict[
         items, stats_file = Path(local) / VOCABULARY_FILE, Path(local) / STATS_FILE
         write_vocabulary(vocabulary, items)
         stats_file.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
-        _upload(spark, items, f"{folder}/{VOCABULARY_FILE}")
-        _upload(spark, stats_file, f"{folder}/{STATS_FILE}")
+        upload(spark, items, f"{folder}/{VOCABULARY_FILE}")
+        upload(spark, stats_file, f"{folder}/{STATS_FILE}")
 
 
 def write_training_set(spark: SparkSession, target: str, splits: dict[str, DataFrame], index: DataFrame,
                        vocabulary: Vocabulary, stats: dict[str, Any]) -> None:
     """Write everything to a hidden ``_<name>.tmp`` folder beside ``target``, then swap it in."""
     parent, name = target.rsplit("/", 1)
-    staging = f"{parent}/_{name}.tmp"
-    _delete(spark, staging)
-    try:
-        with _parquet_timestamps_in_micros(spark):
-            for split, events in splits.items():
-                write_split(events, index, f"{staging}/{split}")
+    with staging_folder(spark, f"{parent}/_{name}.tmp") as staging:
+        for split, events in splits.items():
+            write_split(events, index, f"{staging}/{split}")
         _write_small_files(spark, vocabulary, stats, staging)
-        _commit(spark, staging, target)
-    finally:
-        _delete(spark, staging)
+        replace_by_rename(spark, staging, target, f"{parent}/_{name}.old")
     logger.info("training set written to %s: rows %s", target,
                 {split: split_stats["rows"] for split, split_stats in stats["splits"].items()})
 
@@ -380,6 +313,7 @@ def build_training_set(spark: SparkSession, lake: str, ds: date, days: int = 7, 
                         ("min_session_length", min_session_length)):
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
+    require_micros_timestamps(spark)
     lake = lake.rstrip("/")
     split, end = midnight(ds), midnight(ds + timedelta(days=1))
     events, window = load_window(spark, lake, ds, days)
