@@ -1,0 +1,116 @@
+"""The nightly training stages as plain functions: train and log, register, gate.
+
+The ``gru4rec_train`` DAG runs each as its own task (so a failed gate does not retrain) and ``python -m
+model.train`` runs all three. They pass small values between them (a run id, a version number), never
+data: the training set and the model live in the lake and in MLflow.
+
+A retried training task resumes from the last complete epoch: checkpoints live under
+``<Settings.models_dir>/ds=D/checkpoints`` and are removed once the run is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable, Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import mlflow.models
+
+from model.presets import PRESETS
+from model.registry import CHAMPION, aliased_version, force_promote, gate_and_promote, register_version
+from model.tracking import connect, training_run
+from model.train import TrainingResult, run
+from model.trainer import EpochStats, TrainParams, resolve_device
+from sessionrec.config import Settings
+
+logger = logging.getLogger(__name__)
+
+MODEL_URI_TAG = "model_uri"
+
+
+def training_dir_for(settings: Settings, ds: date) -> Path:
+    return Path(settings.training_dir) / f"ds={ds.isoformat()}"
+
+
+def work_dir_for(settings: Settings, ds: date) -> Path:
+    """Local scratch of one day's training: checkpoints and the saved model folder."""
+    return settings.models_dir / f"ds={ds.isoformat()}"
+
+
+def params_with(overrides: Mapping[str, Any] | None, preset: str = "default") -> TrainParams:
+    """The preset's hyperparameters with ``overrides`` (TrainParams field names) applied and validated."""
+    unknown = set(overrides or {}) - set(TrainParams.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown training parameter(s) {sorted(unknown)}; "
+                         f"expected some of {sorted(TrainParams.__dataclass_fields__)}")
+    return TrainParams.from_dict({**PRESETS[preset], **(overrides or {})})
+
+
+def train_and_log(settings: Settings, ds: date, overrides: Mapping[str, Any] | None = None,
+                  preset: str = "default", split: str = "full",
+                  on_epoch_end: Callable[[EpochStats], None] | None = None,
+                  on_progress: Callable[[int, int, int], None] | None = None) -> dict[str, Any]:
+    """Train on ``training/ds=D``, evaluate with the baselines, and log everything as one MLflow run."""
+    params = params_with(overrides, preset)
+    training_dir = training_dir_for(settings, ds)
+    if not (training_dir / "items.parquet").is_file():
+        raise FileNotFoundError(f"{training_dir}: no training set for {ds} (run jobs.training_set first)")
+    device = resolve_device(settings.device)
+    work_dir = work_dir_for(settings, ds)
+
+    with training_run(settings, ds, device) as tracked:
+        tracked.log_params(params.to_dict())
+        tracked.log_training_data(training_dir)
+
+        def epoch_done(stats: EpochStats) -> None:
+            tracked.on_epoch_end(stats)
+            if on_epoch_end is not None:
+                on_epoch_end(stats)
+
+        result = run(training_dir, params, split=split, device=str(device), output_dir=work_dir / "model",
+                     checkpoint_dir=work_dir / "checkpoints", on_epoch_end=epoch_done, on_progress=on_progress)
+        tracked.log_test_metrics(result.metrics)
+        tracked.log_baselines(result.baselines)
+        tracked.log_plots()
+        tracked.client.log_metric(tracked.run_id, "train_seconds", result.train_seconds)
+        tracked.client.log_metric(tracked.run_id, "train_pairs_per_s", result.throughput_events_per_s)
+        info = tracked.log_model(work_dir / "model")
+        tracked.client.set_tag(tracked.run_id, MODEL_URI_TAG, info.model_uri)
+    shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)
+    logger.info("run %s logged model %s: recall@20 %.4f, mrr@20 %.4f", tracked.run_id, info.model_uri,
+                result.metrics["recall@20"], result.metrics["mrr@20"])
+    return summary(result, tracked.run_id, info.model_uri)
+
+
+def summary(result: TrainingResult, run_id: str, model_uri: str) -> dict[str, Any]:
+    """What the next task and the operator need, JSON-safe (it travels through XCom)."""
+    return {"run_id": run_id, "model_uri": model_uri, "device": str(result.device),
+            "metrics": result.metrics, "baselines": result.baselines,
+            "train_seconds": result.train_seconds, "pairs_per_s": result.throughput_events_per_s}
+
+
+def register(settings: Settings, run_id: str, ds: date) -> int:
+    """Register the model logged by ``run_id`` as a new version of ``Settings.model_name``."""
+    client = connect(settings)
+    tags = client.get_run(run_id).data.tags
+    if MODEL_URI_TAG not in tags:
+        raise ValueError(f"MLflow run {run_id} has no {MODEL_URI_TAG!r} tag: it did not finish logging a model")
+    info = mlflow.models.get_model_info(tags[MODEL_URI_TAG])
+    return int(register_version(client, info, settings.model_name, ds).version)
+
+
+def gate(settings: Settings, version: int, ds: date, force: bool = False) -> dict[str, Any]:
+    """Run the promotion gate for ``version`` on day D's test split (or force it, recorded as such)."""
+    client = connect(settings)
+    if force:
+        decision = force_promote(client, settings.model_name, version, reason=f"force_promote for {ds}")
+    else:
+        decision = gate_and_promote(client, settings.model_name, version, training_dir_for(settings, ds),
+                                    tolerance=settings.gate_tolerance, baseline_margin=settings.gate_baseline_margin,
+                                    device=settings.device)
+    champion = aliased_version(client, settings.model_name, CHAMPION)
+    return {"promoted": decision.promote, "reason": decision.reason,
+            "champion_version": int(champion) if champion is not None else None}

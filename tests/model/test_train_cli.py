@@ -1,0 +1,145 @@
+"""``python -m model.train`` end to end on a tiny training-set folder (docs/CONTRACTS.md section 3)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from model.artifacts import load_model
+from model.baselines import BASELINES
+from model.data import Vocabulary, write_vocabulary
+from model.presets import PRESETS
+from model.train import ProgressLine, build_parser, main, params_from_args
+
+N_ITEMS = 30
+DAY = np.datetime64("2026-11-21T00:00:00", "us")
+FAST_BASELINES = [name for name in BASELINES if name != "bprmf"]
+TINY = ["--layers", "16", "--batch-size", "16", "--epochs", "2", "--n-sample", "8", "--learning-rate", "0.1"]
+
+
+def chain_sessions(n_sessions: int, seed: int, start: np.datetime64, prefix: str) -> pa.Table:
+    """Sessions walking items j, j+1, ... (mod N_ITEMS), one minute per event."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(2, 6, n_sessions)
+    session = np.repeat(np.arange(n_sessions), lengths)
+    position = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    items = (np.repeat(rng.integers(0, N_ITEMS, n_sessions), lengths) + position) % N_ITEMS
+    times = start + (session * 600).astype("timedelta64[s]") + (position * 60).astype("timedelta64[s]")
+    return pa.table({"session_id": [f"{prefix}{s:04d}" for s in session],
+                     "item_id": [f"item{i:02d}" for i in items],
+                     "event_time": pa.array(times, pa.timestamp("us", tz="UTC"))})
+
+
+def write_split(events: pa.Table, vocabulary: Vocabulary, folder: Path) -> None:
+    idx = vocabulary.lookup(events.column("item_id")).astype(np.int32)
+    table = events.append_column("item_idx", pa.array(idx, pa.int32()))
+    table = table.select(["session_id", "item_id", "item_idx", "event_time"])
+    folder.mkdir(parents=True)
+    pq.write_table(table.sort_by([("session_id", "ascending"), ("event_time", "ascending")]),
+                   folder / "part-00000.parquet")
+
+
+@pytest.fixture(scope="module")
+def training_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("lake") / "training" / "ds=2026-11-21"
+    train = chain_sessions(120, 1, DAY - np.timedelta64(2, "D"), "a")
+    test = chain_sessions(30, 2, DAY, "b")
+    train_tr = chain_sessions(90, 3, DAY - np.timedelta64(2, "D"), "c")
+    valid = chain_sessions(20, 4, DAY - np.timedelta64(1, "D"), "d")
+    ids, counts = np.unique(np.asarray(train.column("item_id").to_pylist(), dtype=object), return_counts=True)
+    vocabulary = Vocabulary.from_counts(ids, counts)
+    root.mkdir(parents=True)
+    write_vocabulary(vocabulary, root / "items.parquet")
+    for name, events in (("train", train), ("test", test), ("train_tr", train_tr), ("valid", valid)):
+        write_split(events, vocabulary, root / name)
+    stats = {"splits": {"test": {"unknown_events_dropped": 3}, "valid": {"unknown_events_dropped": 1}}}
+    (root / "stats.json").write_text(json.dumps(stats))
+    return root
+
+
+def test_trains_evaluates_reports_and_saves(training_dir: Path, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    report, output = tmp_path / "out" / "report.json", tmp_path / "model"
+    # Every baseline but BPR-MF, whose fixed training schedule alone takes about 10 s.
+    code = main(["--training-dir", str(training_dir), "--report", str(report), "--output-dir", str(output),
+                 "--device", "cpu", "--checkpoint-dir", str(tmp_path / "checkpoints"), *TINY,
+                 "--baselines", ",".join(FAST_BASELINES)])
+    assert code == 0
+    out = capsys.readouterr()
+    assert "epoch 1/2" in out.out and "epoch 2/2" in out.out and "recall@20" in out.out
+    assert "\r" not in out.err, "no progress line when stderr is not a terminal"
+    result = json.loads(report.read_text())
+    assert {"metrics", "baselines", "throughput_events_per_s", "train_seconds", "n_unknown_test_events"} <= set(result)
+    assert set(result["baselines"]) == set(FAST_BASELINES)
+    for metrics in [result["metrics"], *result["baselines"].values()]:
+        assert {f"{m}@{k}" for m in ("recall", "mrr") for k in (1, 5, 10, 20)} <= set(metrics)
+    assert result["metrics"]["recall@5"] > result["baselines"]["pop"]["recall@5"]
+    assert result["n_unknown_test_events"] == 3 and result["split"] == "full"
+    assert result["throughput_events_per_s"] > 0 and len(result["epochs"]) == 2
+    model, vocabulary, params = load_model(output)
+    assert len(vocabulary) == model.n_items == N_ITEMS
+    assert params["layers"] == [16] and params["epochs"] == 2
+    assert (tmp_path / "checkpoints" / "checkpoint.pt").is_file()
+
+
+def test_tuning_split_trains_on_train_tr_and_evaluates_on_valid(training_dir: Path, tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    assert main(["--training-dir", str(training_dir), "--split", "tuning", "--report", str(report),
+                 "--device", "cpu", "--baselines", "pop", *TINY]) == 0
+    result = json.loads(report.read_text())
+    assert result["split"] == "tuning" and result["n_unknown_test_events"] == 1
+    assert list(result["baselines"]) == ["pop"]
+    assert result["epochs"][0]["pairs"] == chain_sessions(90, 3, DAY, "c").num_rows - 90
+    assert result["metrics"]["n_sessions"] == 20
+
+
+def test_flags_override_the_preset() -> None:
+    parser = build_parser("cpu")
+    assert parser.parse_args(["--training-dir", "x"]).baselines.split(",") == list(BASELINES)
+    args = parser.parse_args(["--training-dir", "x", "--preset", "coveo", "--epochs", "3", "--layers", "64,32",
+                              "--no-constrained-embedding", "--embedding", "16"])
+    params = params_from_args(args)
+    assert (params.epochs, params.layers, params.constrained_embedding, params.embedding) == (3, (64, 32), False, 16)
+    assert (params.loss, params.bpreg, params.batch_size) == ("bpr-max", PRESETS["coveo"]["bpreg"], 144)
+    assert params_from_args(parser.parse_args(["--training-dir", "x"])).to_dict() == \
+        params_from_args(parser.parse_args(["--training-dir", "x", "--preset", "default"])).to_dict()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--loss", "hinge"], "invalid choice"),
+    (["--momentum", "1.5"], "momentum"),
+    (["--layers", "a,b"], "invalid"),
+    (["--split", "all"], "invalid choice"),
+    (["--baselines", "pop,magic"], "unknown baseline"),
+])
+def test_bad_flags_fail_with_a_message(training_dir: Path, flags: list[str], message: str,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--training-dir", str(training_dir), *flags])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_training_dir_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="items.parquet"):
+        main(["--training-dir", str(tmp_path / "nowhere"), "--device", "cpu", *TINY])
+
+
+def test_progress_line() -> None:
+    stream = io.StringIO()
+    progress = ProgressLine(epochs=3, stream=stream, enabled=True, width=10)
+    progress(2, 10, 100)
+    progress(2, 50, 100)
+    progress.clear()
+    text = stream.getvalue()
+    assert "\repoch 2/3 [#.........]  10% " in text
+    assert "\repoch 2/3 [#####.....]  50% " in text and "pairs/s" in text
+    silent = io.StringIO()
+    ProgressLine(epochs=3, stream=silent)(1, 5, 10)
+    assert silent.getvalue() == ""
