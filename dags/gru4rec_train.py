@@ -1,0 +1,99 @@
+"""
+### Train GRU4Rec on a window of session days and decide on promotion
+
+Runs whenever `clickstream_sessionize` updates the **clickstream_sessions** asset (for the latest day
+among the triggering events), or by hand with the form below (any day, other hyperparameters).
+
+1. **build_training_set**: `jobs/training_set.py` through `spark-submit`: the `training_days` days of
+   sessions ending with D, split in time (D is the test day), filtered, with an item vocabulary.
+2. **train**: the GPU task. Trains GRU4Rec with the Params' hyperparameters (the default preset
+   otherwise), evaluates it on the test day against the baselines with full ranking, and logs everything
+   to MLflow with the model. It runs in the pool and queue named by `Settings.gpu_pool` /
+   `Settings.gpu_queue`, so on Celery or Kubernetes it lands on a GPU worker and one GPU trains one
+   model at a time. A retry resumes from the last epoch checkpoint.
+3. **register**: a new version of the registered model (`Settings.model_name`).
+4. **gate**: promotes the version to `@champion` if it is not worse than the champion (within
+   `Settings.gate_tolerance`) and beats most-popular, or if `force_promote` is set. The decision
+   updates the **model** asset with `{"ds", "version", "promoted", "champion_version"}`, which starts
+   `gru4rec_score`.
+
+**Inputs**: `sessions/ds=D-N+1 .. D` in the lake. **Outputs**: `training/ds=D/` in the lake (replaced
+as a whole on rerun), an MLflow run, a model version, maybe a new champion.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.sdk import DAG, task
+from dag_support.assets import model_asset, sessions_asset
+from dag_support.params import training_overrides, training_params
+from dag_support.tasks import resolve_day
+
+from sessionrec.config import PROJECT_ROOT, load_settings
+
+settings = load_settings()
+model = model_asset(settings)
+
+with DAG(
+    dag_id="gru4rec_train",
+    description="Sessions window -> training set -> GRU4Rec in MLflow -> registered version -> gate",
+    doc_md=__doc__,
+    schedule=[sessions_asset(settings)],
+    start_date=datetime(2026, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"owner": "recsys-ml", "retries": 1, "execution_timeout": timedelta(hours=1)},
+    params=training_params(settings),
+    tags=["sessionrec", "gru4rec", "mlflow", "gpu"],
+):
+    day = resolve_day()
+
+    training_set = SparkSubmitOperator(
+        task_id="build_training_set",
+        task_display_name="Build the training set (Spark)",
+        conn_id="spark_default",
+        application=str(PROJECT_ROOT / "jobs" / "training_set.py"),
+        name="training-set-{{ ti.xcom_pull(task_ids='resolve_day') }}",
+        application_args=["--lake", settings.lake, "--ds", day, "--days", "{{ params.training_days }}",
+                          "--min-item-support", str(settings.min_item_support),
+                          "--min-session-length", str(settings.min_session_length)],
+        driver_memory=settings.spark_driver_memory,
+        conf={"spark.ui.showConsoleProgress": "false", "spark.log.level": "WARN"},
+        # The job inherits the worker's environment (SESSIONREC_* settings, PYSPARK_PYTHON) and imports
+        # the project's modules.
+        env_vars={"PYTHONPATH": str(PROJECT_ROOT)},
+        execution_timeout=timedelta(hours=2),
+    )
+
+    @task(pool=settings.gpu_pool, queue=settings.gpu_queue, retries=2,
+          execution_timeout=timedelta(hours=8), task_display_name="Train and evaluate GRU4Rec")
+    def train(day: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Train (resuming from a checkpoint on retry), evaluate with baselines, log the MLflow run."""
+        from model.pipeline import train_and_log
+
+        return train_and_log(settings, date.fromisoformat(day), overrides=training_overrides(params or {}))
+
+    @task(task_display_name="Register the model version")
+    def register(trained: dict[str, Any], day: str) -> int:
+        from model.pipeline import register as register_version
+
+        return register_version(settings, trained["run_id"], date.fromisoformat(day))
+
+    @task(outlets=[model], task_display_name="Promotion gate")
+    def gate(version: int, day: str, params: dict[str, Any] | None = None,
+             outlet_events: Any = None) -> dict[str, Any]:
+        """Promote or not; record the decision with the model asset event."""
+        from model.pipeline import gate as decide
+
+        decision = decide(settings, version, date.fromisoformat(day),
+                          force=bool((params or {}).get("force_promote")))
+        outlet_events[model].extra = {"ds": day, "version": version, "promoted": decision["promoted"],
+                                      "champion_version": decision["champion_version"]}
+        return decision
+
+    trained = train(day)
+    training_set >> trained
+    gate(register(trained, day), day)
