@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,10 @@ def build_session(app_name: str, master: str | None = None, scratch: Path | None
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    if master is None or master.startswith("local"):
+        # Local Python workers must run this interpreter (with pyarrow, torch and the project), not
+        # whatever `python3` is first on PATH. Cluster runs set PYSPARK_PYTHON in their environment.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
     if master:
         builder = builder.master(master)

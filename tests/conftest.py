@@ -10,6 +10,8 @@ import pytest
 
 from sessionrec.config import Settings, load_settings
 
+pytest_plugins = ["tests.postgres"]
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -1,0 +1,304 @@
+"""Scoring throughput: the Spark scoring job end to end and the Recommender alone, against a cost floor.
+
+    .venv/bin/python bench/score.py [--sessions 100000 1000000] [--quick]
+
+For each day size N a day of N sessions is generated with numpy (lengths geometric with mean 3.3, at most 50;
+items drawn from a Zipf-like popularity over the vocabulary, 2% of events with an item the model does
+not know), and a random-init GRU4Rec (hidden 100, 50k items, CPU) is registered in a throwaway MLflow
+store. Three measurements, each in a fresh process so its peak memory is its own:
+
+- floor: N hidden states times the item-embedding matrix in one big torch matmul plus top-k, chunked
+  like the Recommender (the work no scorer of this model can skip);
+- recommender: ``Recommender.recommend`` over the sessions in batches of 10,000 (what a Spark worker
+  does per Arrow batch), including the conversion of the Arrow lists to Python lists;
+- spark job: ``jobs.score.score_day`` into a DuckDB file (local[2]), Spark session start-up included.
+
+Peak memory is the largest summed RSS of the process and its children (the JVM and Python workers for
+Spark), sampled every 0.1 s, as is their CPU time (start-up and imports included). The machine is
+shared, so wall-clock ratios move with other people's load: the CPU-time ratio is the steadier
+comparison, and load averages are recorded with each number.
+Prints a table and writes bench/results/score.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+RESULTS = Path(__file__).resolve().parent / "results" / "score.json"
+DAY = date(2026, 11, 21)
+MODEL_NAME = "gru4rec-bench"
+UNKNOWN_SHARE = 0.02
+BATCH_SESSIONS = 10_000
+FLOOR_CHUNK = 2048
+
+
+# --- inputs ---
+
+def item_ids(n_items: int) -> np.ndarray:
+    return np.array([f"item-{i:06d}" for i in range(n_items)], dtype=object)
+
+
+def generate_sessions(n_sessions: int, n_items: int, seed: int = 7) -> pa.Table:
+    """One row per event (contract section 2): session_id, visitor_id, position, item_id, event_time, event_type."""
+    rng = np.random.default_rng(seed)
+    lengths = np.minimum(rng.geometric(0.3, n_sessions), 50)
+    n_events = int(lengths.sum())
+    popularity = 1.0 / (np.arange(n_items) + 10.0) ** 0.9
+    items = item_ids(n_items)[rng.choice(n_items, n_events, p=popularity / popularity.sum())]
+    unknown = rng.random(n_events) < UNKNOWN_SHARE
+    items[unknown] = [f"new-item-{i}" for i in range(int(unknown.sum()))]
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    position = (np.arange(n_events) - starts).astype(np.int32)
+    session = np.repeat(np.arange(n_sessions), lengths)
+    base = datetime.combine(DAY, datetime.min.time())
+    seconds = rng.integers(0, 86_000, n_sessions)[session] + position * 30
+    return pa.table({
+        "session_id": pa.array([f"s{i:08d}" for i in session], pa.string()),
+        "visitor_id": pa.nulls(n_events, pa.string()),
+        "position": pa.array(position),
+        "item_id": pa.array(items, pa.string()),
+        "event_time": pa.array(np.datetime64(base, "us") + seconds.astype("timedelta64[s]"),
+                               pa.timestamp("us", tz="UTC")),
+        "event_type": pa.array(["click"] * n_events, pa.string()),
+    })
+
+
+def session_lists(events: pa.Table) -> pa.Table:
+    """session_id, item_ids (list, in position order): the scoring input as the Spark job builds it."""
+    grouped = events.group_by("session_id", use_threads=False).aggregate([("item_id", "list")])
+    return grouped.rename_columns(["session_id", "item_ids"])
+
+
+def write_model(directory: Path, n_items: int, hidden: int) -> None:
+    """A random-init GRU4Rec (the throughput does not depend on the weights' values)."""
+    import torch
+
+    from model.artifacts import save_model
+    from model.data import Vocabulary
+    from model.network import GRU4Rec, GRU4RecConfig
+    from model.trainer import TrainParams
+
+    torch.manual_seed(0)
+    counts = np.maximum(1, (1e6 / (np.arange(n_items) + 10.0) ** 0.9).astype(np.int64))
+    vocabulary = Vocabulary(item_ids(n_items), counts)
+    network = GRU4Rec(GRU4RecConfig(n_items=n_items, layers=(hidden,)))
+    save_model(directory, network, vocabulary, TrainParams(layers=(hidden,)).to_dict())
+
+
+def register_model(model_dir: Path, tracking_uri: str, artifact_root: Path) -> str:
+    """Log and register the model folder; returns its models:/name@champion URI."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from model.packaging import log_gru4rec_model
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    experiment = client.create_experiment("bench", artifact_location=artifact_root.as_uri())
+    with mlflow.start_run(experiment_id=experiment):
+        info = log_gru4rec_model(model_dir, registered_model_name=MODEL_NAME)
+    client.set_registered_model_alias(MODEL_NAME, "champion", str(info.registered_model_version))
+    return f"models:/{MODEL_NAME}@champion"
+
+
+# --- measurements (each runs in a fresh process) ---
+
+def measure_floor(n_sessions: int, n_items: int, hidden: int, top_k: int) -> dict[str, Any]:
+    """N hidden states times a [hidden, items] matrix, chunked, plus top-k: the cost floor."""
+    import torch
+
+    with torch.inference_mode():
+        items = torch.randn(hidden, n_items)
+        states = torch.randn(min(n_sessions, FLOOR_CHUNK), hidden)
+        start = time.perf_counter()
+        for begin in range(0, n_sessions, FLOOR_CHUNK):
+            rows = states[: min(FLOOR_CHUNK, n_sessions - begin)]
+            torch.topk(rows @ items, top_k, dim=1)
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "torch_threads": torch.get_num_threads()}
+
+
+def measure_recommender(sessions_file: str, model_dir: str, top_k: int) -> dict[str, Any]:
+    import torch
+
+    from model.recommender import Recommender
+
+    load_start = time.perf_counter()
+    recommender = Recommender.from_directory(model_dir, device="cpu")
+    load_seconds = time.perf_counter() - load_start
+    sessions = pq.read_table(sessions_file)
+    start = time.perf_counter()
+    rows = 0
+    for batch in sessions.to_batches(max_chunksize=BATCH_SESSIONS):
+        result = recommender.recommend(batch.column("item_ids").to_pylist(), k=top_k, exclude_last=True)
+        rows += len(result)
+    return {"seconds": time.perf_counter() - start, "load_seconds": load_seconds, "rows": rows,
+            "torch_threads": torch.get_num_threads()}
+
+
+def measure_spark_job(lake: str, model_uri: str, tracking_uri: str, warehouse_url: str, scratch: str,
+                      top_k: int) -> dict[str, Any]:
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from jobs.score import score_day
+    from jobs.spark import build_session
+
+    start = time.perf_counter()
+    spark = build_session("bench-score", master="local[2]", scratch=Path(scratch))
+    phases = {"spark_session": round(time.perf_counter() - start, 3)}
+    try:
+        record = score_day(spark, lake, DAY, model_uri, top_k, exclude_last=True,
+                           warehouse_url=warehouse_url, tracking_uri=tracking_uri)
+        seconds = time.perf_counter() - start
+    finally:
+        spark.stop()
+    return {"seconds": seconds, "phase_seconds": {**phases, **record["phase_seconds"]},
+            "rows": record["rows_written"]}
+
+
+def _child(queue: multiprocessing.Queue, function: Callable[..., dict[str, Any]], args: tuple) -> None:
+    queue.put(function(*args))
+
+
+def _sample_tree(process: psutil.Process, cpu_seconds: dict[int, float]) -> int:
+    """Summed RSS of ``process`` and its descendants; records each one's CPU seconds so far."""
+    total = 0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            with member.oneshot():
+                total += member.memory_info().rss
+                times = member.cpu_times()
+                cpu_seconds[member.pid] = times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def in_fresh_process(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """Run ``function(*args)`` in a spawned process; add its peak tree RSS, its tree's CPU seconds (sampled,
+    so less sensitive than wall time to other users of a shared machine) and the load averages."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    load_before = os.getloadavg()
+    child = context.Process(target=_child, args=(queue, function, args))
+    child.start()
+    watched, peak, cpu_seconds = psutil.Process(child.pid), 0, {}
+    while child.is_alive():
+        try:
+            peak = max(peak, _sample_tree(watched, cpu_seconds))
+        except psutil.NoSuchProcess:
+            break
+        if not queue.empty():
+            break
+        time.sleep(0.1)
+    result = queue.get()
+    child.join()
+    if child.exitcode != 0:
+        raise RuntimeError(f"{function.__name__} failed with exit code {child.exitcode}")
+    return {**result, "peak_rss_mb": round(peak / 2**20), "cpu_seconds": round(sum(cpu_seconds.values()), 1),
+            "load_avg_before": load_before, "load_avg_after": os.getloadavg()}
+
+
+# --- the run ---
+
+def bench_day(n_sessions: int, n_items: int, hidden: int, top_k: int, model_dir: Path, model_uri: str,
+              tracking_uri: str, root: Path) -> list[dict[str, Any]]:
+    events = generate_sessions(n_sessions, n_items)
+    lake = root / f"lake-{n_sessions}"
+    day_dir = lake / "sessions" / f"ds={DAY.isoformat()}"
+    day_dir.mkdir(parents=True)
+    pq.write_table(events, day_dir / "part-00000.parquet", row_group_size=500_000)
+    sessions_file = root / f"sessions-{n_sessions}.parquet"
+    pq.write_table(session_lists(events), sessions_file)
+    del events
+    floor = in_fresh_process(measure_floor, n_sessions, n_items, hidden, top_k)
+    runs = [
+        ("floor: matmul + top-k", floor),
+        ("recommender", in_fresh_process(measure_recommender, str(sessions_file), str(model_dir), top_k)),
+        ("spark job", in_fresh_process(measure_spark_job, str(lake), model_uri, tracking_uri,
+                                       f"duckdb://{root / f'warehouse-{n_sessions}.duckdb'}",
+                                       str(root / f"spark-{n_sessions}"), top_k)),
+    ]
+    return [{"sessions": n_sessions, "measurement": name, **result,
+             "sessions_per_s": round(n_sessions / result["seconds"]),
+             "vs_floor": round(result["seconds"] / floor["seconds"], 2),
+             "cpu_vs_floor": round(result["cpu_seconds"] / floor["cpu_seconds"], 2)} for name, result in runs]
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    header = (f"{'sessions':>9}  {'measurement':<22} {'seconds':>8} {'sessions/s':>11} {'x floor':>8} "
+              f"{'CPU s':>8} {'CPU x floor':>11} {'peak RSS MB':>11}  load avg 1m before/after")
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        print(f"{row['sessions']:>9}  {row['measurement']:<22} {row['seconds']:>8.1f} {row['sessions_per_s']:>11} "
+              f"{row['vs_floor']:>8.2f} {row['cpu_seconds']:>8.1f} {row['cpu_vs_floor']:>11.2f} "
+              f"{row['peak_rss_mb']:>11}  {row['load_avg_before'][0]:.2f} / {row['load_avg_after'][0]:.2f}")
+        if "phase_seconds" in row:
+            phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in row["phase_seconds"].items())
+            print(f"{'':>11}{'':<22} phases: {phases}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--sessions", type=int, nargs="+", default=[100_000, 1_000_000],
+                        help="day sizes to measure (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="one small day of 10,000 sessions (a smoke run)")
+    parser.add_argument("--items", type=int, default=50_000, help="vocabulary size (default: %(default)s)")
+    parser.add_argument("--hidden", type=int, default=100, help="GRU hidden size (default: %(default)s)")
+    parser.add_argument("--top-k", type=int, default=20, help="recommendations per session (default: %(default)s)")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results (default: %(default)s)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sizes = [10_000] if args.quick else args.sessions
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    started = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-score-") as scratch:
+        root = Path(scratch)
+        model_dir = root / "model"
+        write_model(model_dir, args.items, args.hidden)
+        tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+        model_uri = register_model(model_dir, tracking_uri, root / "artifacts")
+        for n_sessions in sizes:
+            rows.extend(bench_day(n_sessions, args.items, args.hidden, args.top_k, model_dir, model_uri,
+                                  tracking_uri, root))
+    print_table(rows)
+    result = {
+        "benchmark": "score", "started": started.isoformat(),
+        "wall_seconds": round((datetime.now(UTC) - started) / timedelta(seconds=1), 1),
+        "config": {"items": args.items, "hidden": args.hidden, "top_k": args.top_k, "device": "cpu",
+                   "spark_master": "local[2]", "recommender_batch_sessions": BATCH_SESSIONS,
+                   "unknown_item_share": UNKNOWN_SHARE},
+        "machine": {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+                    "platform": platform.platform(), "python": platform.python_version()},
+        "results": rows,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""The nightly scoring job: a real registered model, the shared local Spark, DuckDB and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from jobs import score
+from jobs.warehouse import TABLE, WarehouseSchemaError, connect
+from model.artifacts import save_model
+from model.data import Vocabulary
+from model.network import GRU4Rec, GRU4RecConfig
+from model.packaging import log_gru4rec_model
+from model.trainer import TrainParams
+from sessionrec.config import load_settings
+
+DAY = date(2026, 11, 21)
+N_ITEMS = 30
+TOP_K = 20
+MODEL_NAME = "gru4rec-test"
+VOCABULARY = Vocabulary(np.array([f"i{i:02d}" for i in range(N_ITEMS)], dtype=object),
+                        np.arange(N_ITEMS * 10, 0, -10, dtype=np.int64))
+# Sessions with something to check: one item, an unknown last item, only unknown items (the fallback).
+SPECIAL_SESSIONS = {"single": ["i03"], "unknown-last": ["i05", "i07", "new-1"], "all-unknown": ["new-1", "new-2"],
+                    "repeat": ["i01", "i01", "i01"]}
+
+
+def day_sessions(n_random: int = 40, seed: int = 3) -> dict[str, list[str]]:
+    """Session id -> item ids in position order: random sessions of 1-6 items (a few unknown) + the special ones."""
+    rng = np.random.default_rng(seed)
+    sessions = {}
+    for s in range(n_random):
+        items = [f"i{i:02d}" for i in rng.integers(0, N_ITEMS, rng.integers(1, 7))]
+        sessions[f"r{s:03d}"] = [item if rng.random() > 0.1 else f"new-{s}" for item in items]
+    return {**sessions, **SPECIAL_SESSIONS}
+
+
+def write_day(lake: Path, sessions: dict[str, list[str]]) -> None:
+    """``sessions/ds=D/`` as jobs/sessionize.py writes it (contract section 2), rows not in position order."""
+    rows = [(sid, pos, item) for sid, items in sessions.items() for pos, item in enumerate(items)]
+    rows.reverse()
+    start = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
+    table = pa.table({
+        "session_id": [r[0] for r in rows],
+        "visitor_id": pa.nulls(len(rows), pa.string()),
+        "position": pa.array([r[1] for r in rows], pa.int32()),
+        "item_id": [r[2] for r in rows],
+        "event_time": pa.array([start + timedelta(minutes=r[1]) for r in rows], pa.timestamp("us", tz="UTC")),
+        "event_type": ["click"] * len(rows),
+    })
+    folder = lake / "sessions" / f"ds={DAY.isoformat()}"
+    folder.mkdir(parents=True)
+    pq.write_table(table.slice(0, len(rows) // 2), folder / "part-00000.parquet")
+    pq.write_table(table.slice(len(rows) // 2), folder / "part-00001.parquet")
+
+
+@pytest.fixture(scope="module")
+def sessions() -> dict[str, list[str]]:
+    return day_sessions()
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory: pytest.TempPathFactory, sessions: dict[str, list[str]]) -> str:
+    root = tmp_path_factory.mktemp("lake")
+    write_day(root, sessions)
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A SQLite MLflow store holding version 1 of a small random-init GRU4Rec, aliased ``champion``."""
+    root = tmp_path_factory.mktemp("mlflow")
+    torch.manual_seed(0)
+    model_dir = root / "model"
+    save_model(model_dir, GRU4Rec(GRU4RecConfig(n_items=N_ITEMS, layers=(16,))), VOCABULARY,
+               TrainParams(layers=(16,)).to_dict())
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.create_experiment("score-tests", artifact_location=(root / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment):
+        info = log_gru4rec_model(model_dir, registered_model_name=MODEL_NAME)
+    client.set_registered_model_alias(MODEL_NAME, "champion", str(info.registered_model_version))
+    yield uri
+    mlflow.set_tracking_uri(previous[0])
+    mlflow.set_registry_uri(previous[1])
+
+
+@pytest.fixture(scope="module")
+def scored(spark: object, lake: str, registry: str,
+           tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, pd.DataFrame, str]:
+    """One full day scored into a DuckDB file: (run record, the partition's rows, warehouse URL)."""
+    url = f"duckdb://{tmp_path_factory.mktemp('warehouse') / 'warehouse.duckdb'}"
+    record = score.score_day(spark, lake, DAY, f"models:/{MODEL_NAME}@champion", TOP_K, exclude_last=True,
+                             warehouse_url=url, tracking_uri=registry)
+    with connect(url) as warehouse:
+        rows = warehouse.read_partition(DAY).to_pandas()
+    return record, rows, url
+
+
+def test_run_record_counts_what_was_scored(scored: tuple, sessions: dict[str, list[str]], lake: str) -> None:
+    record, rows, _ = scored
+    unknown = sum(item not in set(VOCABULARY.item_ids) for items in sessions.values() for item in items)
+    fallback = sum(all(item not in set(VOCABULARY.item_ids) for item in items) for items in sessions.values())
+    assert record["sessions"] == len(sessions)
+    assert record["events"] == sum(len(items) for items in sessions.values())
+    assert record["unknown_items"] == unknown
+    assert record["fallback_sessions"] == fallback >= 1
+    assert record["rows_written"] == record["expected_rows"] == len(sessions) * TOP_K == len(rows)
+    assert (record["model_name"], record["model_version"]) == (MODEL_NAME, "1")
+    stored = json.loads(Path(lake, "stats", "score", f"ds={DAY.isoformat()}.json").read_text())
+    assert stored == {key: value for key, value in record.items() if key != "run_record"}
+
+
+def test_every_session_gets_ranks_1_to_k_with_descending_scores(scored: tuple,
+                                                                 sessions: dict[str, list[str]]) -> None:
+    _, rows, _ = scored
+    assert set(rows["session_id"]) == set(sessions)
+    for _, group in rows.groupby("session_id"):
+        assert group["rank"].tolist() == list(range(1, TOP_K + 1))
+        assert (np.diff(group["score"].to_numpy()) <= 0).all()
+        assert group["item_id"].is_unique
+    assert set(rows["item_id"]) <= set(VOCABULARY.item_ids)
+    assert set(rows["ds"]) == {DAY}
+    assert set(rows["model_name"]) == {MODEL_NAME} and set(rows["model_version"]) == {"1"}
+
+
+def test_last_known_item_is_excluded_and_fallback_is_flagged(scored: tuple,
+                                                             sessions: dict[str, list[str]]) -> None:
+    _, rows, _ = scored
+    by_session = {sid: group for sid, group in rows.groupby("session_id")}
+    known = set(VOCABULARY.item_ids)
+    for sid, items in sessions.items():
+        known_items = [item for item in items if item in known]
+        if known_items:
+            assert known_items[-1] not in set(by_session[sid]["item_id"]), sid
+    assert by_session["all-unknown"]["fallback"].all()
+    assert by_session["all-unknown"]["item_id"].tolist() == list(VOCABULARY.item_ids[:TOP_K])  # most popular
+    fallback_sessions = set(rows.loc[rows["fallback"], "session_id"])
+    assert fallback_sessions == {sid for sid, items in sessions.items() if not set(items) & known}
+
+
+def test_recommendations_equal_the_pyfunc_output(scored: tuple, sessions: dict[str, list[str]],
+                                                 registry: str) -> None:
+    _, rows, _ = scored
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/1", model_config={"device": "cpu"})
+    frame = pd.DataFrame({"session_id": list(sessions), "item_ids": list(sessions.values())})
+    expected = pyfunc.predict(frame, params={"k": TOP_K, "exclude_last": True})
+    expected = expected.sort_values(["session_id", "rank"]).reset_index(drop=True)
+    got = rows.sort_values(["session_id", "rank"]).reset_index(drop=True)
+    assert got["session_id"].tolist() == expected["session_id"].tolist()
+    assert got["rank"].tolist() == expected["rank"].tolist()
+    assert got["item_id"].tolist() == expected["item_id"].tolist()
+    assert got["fallback"].tolist() == expected["fallback"].tolist()
+    np.testing.assert_allclose(got["score"].to_numpy(), expected["score"].to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_rerun_into_postgres_is_idempotent_and_replaces_the_day(spark: object, lake: str, registry: str,
+                                                                postgres_schema_url: str,
+                                                                sessions: dict[str, list[str]]) -> None:
+    model_uri = f"models:/{MODEL_NAME}/1"
+    first = score.score_day(spark, lake, DAY, model_uri, TOP_K, True, postgres_schema_url, registry)
+    with connect(postgres_schema_url) as warehouse:
+        before = warehouse.read_partition(DAY).drop_columns(["generated_at"])
+    second = score.score_day(spark, lake, DAY, model_uri, TOP_K, True, postgres_schema_url, registry)
+    with connect(postgres_schema_url) as warehouse:
+        after = warehouse.read_partition(DAY).drop_columns(["generated_at"])
+    assert first["rows_written"] == second["rows_written"] == len(sessions) * TOP_K
+    assert after.equals(before)
+    # K above the vocabulary, last item allowed: every session gets every item once.
+    everything = score.score_day(spark, lake, DAY, model_uri, 50, False, postgres_schema_url, registry)
+    assert everything["rows_written"] == everything["expected_rows"] == len(sessions) * N_ITEMS
+    with connect(postgres_schema_url) as warehouse:
+        assert warehouse.count(DAY) == len(sessions) * N_ITEMS
+
+
+def test_crash_during_the_load_keeps_the_previous_partition(scored: tuple, spark: object, lake: str,
+                                                            registry: str) -> None:
+    _, rows, url = scored
+
+    def crash() -> None:
+        raise OSError("driver lost between delete and commit")
+
+    with pytest.raises(OSError, match="driver lost"):
+        score.score_day(spark, lake, DAY, f"models:/{MODEL_NAME}@champion", 5, True, url, registry,
+                        before_commit=crash)
+    with connect(url) as warehouse:
+        kept = warehouse.read_partition(DAY).to_pandas()
+    pd.testing.assert_frame_equal(kept, rows)
+
+
+def test_wrong_warehouse_schema_fails_before_scoring(spark: object, registry: str, tmp_path: Path,
+                                                     sessions: dict[str, list[str]]) -> None:
+    import duckdb
+
+    write_day(tmp_path / "lake", sessions)
+    path = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(f"CREATE TABLE {TABLE} (ds DATE, session_id VARCHAR, rank VARCHAR, item_id VARCHAR, "
+                    "score FLOAT, fallback BOOLEAN, model_name VARCHAR, model_version VARCHAR, "
+                    "generated_at TIMESTAMP, PRIMARY KEY (ds, session_id, rank))")
+    with pytest.raises(WarehouseSchemaError, match=f"table {TABLE} .*column rank has type VARCHAR, expected INTEGER"):
+        score.score_day(spark, str(tmp_path / "lake"), DAY, f"models:/{MODEL_NAME}@champion", TOP_K, True,
+                        f"duckdb://{path}", registry)
+    assert not (tmp_path / "lake" / "recommendations").exists()
+
+
+def test_missing_day_names_the_folder(spark: object, lake: str, registry: str, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="sessions/ds=2026-11-01: cannot read the sessions"):
+        score.score_day(spark, lake, date(2026, 11, 1), f"models:/{MODEL_NAME}@champion", TOP_K, True,
+                        f"duckdb://{tmp_path / 'w.duckdb'}", registry)
+
+
+def test_input_with_a_wrong_column_type_names_the_column(spark: object, registry: str, tmp_path: Path) -> None:
+    folder = tmp_path / "lake" / "sessions" / f"ds={DAY.isoformat()}"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"session_id": ["a"], "item_id": ["i01"], "position": ["0"]}), folder / "p.parquet")
+    with pytest.raises(ValueError, match="column 'position' is string; expected integer or long"):
+        score.score_day(spark, str(tmp_path / "lake"), DAY, f"models:/{MODEL_NAME}@champion", TOP_K, True,
+                        f"duckdb://{tmp_path / 'w.duckdb'}", registry)
+
+
+def test_resolve_model_by_alias_and_by_version(registry: str, tmp_path: Path) -> None:
+    by_alias = score.resolve_model(f"models:/{MODEL_NAME}@champion", registry, tmp_path / "a")
+    by_version = score.resolve_model(f"models:/{MODEL_NAME}/1", registry, tmp_path / "b")
+    assert (by_alias.name, by_alias.version, by_alias.uri) == (MODEL_NAME, "1", f"models:/{MODEL_NAME}/1")
+    assert by_version.version == "1"
+    assert {p.name for p in by_alias.local_dir.iterdir()} >= {"model.pt", "items.parquet", "config.json"}
+    with pytest.raises(LookupError, match=f"models:/{MODEL_NAME}@nobody: not found in the registry"):
+        score.resolve_model(f"models:/{MODEL_NAME}@nobody", registry, tmp_path / "c")
+
+
+@pytest.mark.parametrize("uri", ["models:/gru4rec", "runs:/abc/model", "models:/gru4rec/latest", "gru4rec"])
+def test_parse_model_uri_rejects_other_forms(uri: str) -> None:
+    with pytest.raises(ValueError, match="expected models:/<name>@<alias> or models:/<name>/<version>"):
+        score.parse_model_uri(uri)
+
+
+def test_worker_without_the_driver_folder_downloads_the_same_version(registry: str, tmp_path: Path,
+                                                                     sessions: dict[str, list[str]]) -> None:
+    local = score.resolve_model(f"models:/{MODEL_NAME}/1", registry, tmp_path / "driver")
+    remote = score.ResolvedModel(local.name, local.version, local.uri, registry, tmp_path / "not-on-this-host")
+    batch = pa.record_batch({"session_id": list(sessions), "item_ids": list(sessions.values())})
+    from_local = pa.Table.from_batches(score.score_batches(iter([batch]), local, TOP_K, True))
+    from_download = pa.Table.from_batches(score.score_batches(iter([batch]), remote, TOP_K, True))
+    assert from_download.equals(from_local)
+    assert from_local.num_rows == len(sessions) * TOP_K
+
+
+@pytest.mark.parametrize("sessions_, n_items, k, exclude_last, expected", [
+    (3, 30, 20, True, 60),
+    (3, 15, 20, True, 42),
+    (3, 15, 20, False, 45),
+    (0, 15, 20, True, 0),
+])
+def test_expected_rows(sessions_: int, n_items: int, k: int, exclude_last: bool, expected: int) -> None:
+    assert score.expected_rows(sessions_, n_items, k, exclude_last) == expected
+
+
+def test_cli_defaults_come_from_the_settings(tmp_path: Path) -> None:
+    settings = load_settings(env={}, home=tmp_path, model_name="recs", top_k=7)
+    args = score.parse_args(["--ds", "2026-11-21"], settings)
+    assert (args.lake, args.model_uri, args.top_k, args.warehouse, args.include_last_item) == (
+        settings.lake, "models:/recs@champion", 7, settings.warehouse_url, False)
+    assert score.parse_args(["--ds", "2026-11-21", "--include-last-item"], settings).include_last_item
+    with pytest.raises(SystemExit):
+        score.parse_args(["--ds", "21/11/2026"], settings)
