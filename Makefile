@@ -8,7 +8,7 @@ export SPARK_LOCAL_IP ?= 127.0.0.1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export AIRFLOW__CORE__LOAD_EXAMPLES ?= False
 
-.PHONY: setup check-java test lint run ui up down bench clean
+.PHONY: setup check-java test lint run ui screenshots up down bench clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,10 @@ run: setup check-java
 
 ui: setup
 	$(PY) -m sessionrec.ui
+
+# Headless Chromium screenshots of the DAG list and the latest runs (needs: apt-get install chromium).
+screenshots: setup
+	$(PY) -m sessionrec.screenshots
 
 bench: setup check-java
 	$(PY) bench/sessionize.py --quick
