@@ -19,10 +19,10 @@ from typing import Any
 
 import mlflow.models
 
+from model.experiment import TrainingResult, run
 from model.presets import PRESETS
 from model.registry import CHAMPION, aliased_version, force_promote, gate_and_promote, register_version
 from model.tracking import connect, training_run
-from model.train import TrainingResult, run
 from model.trainer import EpochStats, TrainParams, resolve_device
 from sessionrec.config import Settings
 
@@ -49,19 +49,21 @@ def params_with(overrides: Mapping[str, Any] | None, preset: str = "default") ->
     return TrainParams.from_dict({**PRESETS[preset], **(overrides or {})})
 
 
-def train_and_log(settings: Settings, ds: date, overrides: Mapping[str, Any] | None = None,
-                  preset: str = "default", split: str = "full",
-                  on_epoch_end: Callable[[EpochStats], None] | None = None,
-                  on_progress: Callable[[int, int, int], None] | None = None) -> dict[str, Any]:
-    """Train on ``training/ds=D``, evaluate with the baselines, and log everything as one MLflow run."""
-    params = params_with(overrides, preset)
-    training_dir = training_dir_for(settings, ds)
+def track_experiment(settings: Settings, ds: date, training_dir: Path, params: TrainParams,
+                     device: str | None = None, output_dir: Path | None = None, checkpoint_dir: Path | None = None,
+                     on_epoch_end: Callable[[EpochStats], None] | None = None,
+                     **run_options: Any) -> tuple[TrainingResult, str, str]:
+    """``experiment.run`` inside one MLflow run: params, lineage, epochs, test and baseline metrics, plots
+    and the model. Returns (result, run id, model URI). ``run_options`` go to ``experiment.run``."""
+    training_dir = Path(training_dir)
     if not (training_dir / "items.parquet").is_file():
-        raise FileNotFoundError(f"{training_dir}: no training set for {ds} (run jobs.training_set first)")
-    device = resolve_device(settings.device)
+        raise FileNotFoundError(f"{training_dir}: no training set (run jobs.training_set first)")
+    target = resolve_device(device or settings.device)
     work_dir = work_dir_for(settings, ds)
+    output_dir = Path(output_dir) if output_dir is not None else work_dir / "model"
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else work_dir / "checkpoints"
 
-    with training_run(settings, ds, device) as tracked:
+    with training_run(settings, ds, target) as tracked:
         tracked.log_params(params.to_dict())
         tracked.log_training_data(training_dir)
 
@@ -70,19 +72,28 @@ def train_and_log(settings: Settings, ds: date, overrides: Mapping[str, Any] | N
             if on_epoch_end is not None:
                 on_epoch_end(stats)
 
-        result = run(training_dir, params, split=split, device=str(device), output_dir=work_dir / "model",
-                     checkpoint_dir=work_dir / "checkpoints", on_epoch_end=epoch_done, on_progress=on_progress)
+        result = run(training_dir, params, device=str(target), output_dir=output_dir,
+                     checkpoint_dir=checkpoint_dir, on_epoch_end=epoch_done, **run_options)
         tracked.log_test_metrics(result.metrics)
         tracked.log_baselines(result.baselines)
         tracked.log_plots()
         tracked.client.log_metric(tracked.run_id, "train_seconds", result.train_seconds)
         tracked.client.log_metric(tracked.run_id, "train_pairs_per_s", result.throughput_events_per_s)
-        info = tracked.log_model(work_dir / "model")
+        info = tracked.log_model(output_dir)
         tracked.client.set_tag(tracked.run_id, MODEL_URI_TAG, info.model_uri)
-    shutil.rmtree(work_dir / "checkpoints", ignore_errors=True)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
     logger.info("run %s logged model %s: recall@20 %.4f, mrr@20 %.4f", tracked.run_id, info.model_uri,
                 result.metrics["recall@20"], result.metrics["mrr@20"])
-    return summary(result, tracked.run_id, info.model_uri)
+    return result, tracked.run_id, info.model_uri
+
+
+def train_and_log(settings: Settings, ds: date, overrides: Mapping[str, Any] | None = None,
+                  preset: str = "default", **run_options: Any) -> dict[str, Any]:
+    """Train on ``training/ds=D`` with the preset plus ``overrides``, tracked; the summary for XCom."""
+    params = params_with(overrides, preset)
+    result, run_id, model_uri = track_experiment(settings, ds, training_dir_for(settings, ds), params,
+                                                 **run_options)
+    return summary(result, run_id, model_uri)
 
 
 def summary(result: TrainingResult, run_id: str, model_uri: str) -> dict[str, Any]:
@@ -102,13 +113,16 @@ def register(settings: Settings, run_id: str, ds: date) -> int:
     return int(register_version(client, info, settings.model_name, ds).version)
 
 
-def gate(settings: Settings, version: int, ds: date, force: bool = False) -> dict[str, Any]:
-    """Run the promotion gate for ``version`` on day D's test split (or force it, recorded as such)."""
+def gate(settings: Settings, version: int, ds: date, force: bool = False,
+         training_dir: Path | None = None) -> dict[str, Any]:
+    """Run the promotion gate for ``version`` on the test split of day D's training set (default
+    ``training/ds=D`` in the lake), or force the promotion, recorded as such."""
     client = connect(settings)
     if force:
         decision = force_promote(client, settings.model_name, version, reason=f"force_promote for {ds}")
     else:
-        decision = gate_and_promote(client, settings.model_name, version, training_dir_for(settings, ds),
+        decision = gate_and_promote(client, settings.model_name, version,
+                                    training_dir or training_dir_for(settings, ds),
                                     tolerance=settings.gate_tolerance, baseline_margin=settings.gate_baseline_margin,
                                     device=settings.device)
     champion = aliased_version(client, settings.model_name, CHAMPION)

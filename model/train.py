@@ -8,6 +8,10 @@
 and evaluates on ``valid``. Hyperparameters start from ``--preset`` (model/presets.py, default
 ``default``); flags given explicitly override it. Every epoch prints its loss, training pairs per second
 and the evaluation metrics; the baselines are evaluated on the same split at the end.
+
+By default the run is tracked in MLflow (``Settings.mlflow_tracking_uri``) with the model, and with
+``--split full`` the model is registered and goes through the promotion gate (``--force-promote`` skips
+the gate, recorded as such). ``--no-mlflow`` only trains, evaluates and reports.
 """
 
 from __future__ import annotations
@@ -18,29 +22,21 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TextIO
 
-import torch
-
-from model.artifacts import save_model
-from model.baselines import BASELINES, fit_baselines
-from model.data import VOCABULARY_FILE, SessionDataset, Vocabulary, load_split, read_vocabulary
-from model.evaluate import evaluate
+from model.baselines import BASELINES
+from model.experiment import SPLITS, TrainingResult, run
 from model.losses import LOSSES
-from model.network import GRU4Rec, GRU4RecScorer
 from model.optim import OPTIMIZERS
+from model.pipeline import gate, register, track_experiment
 from model.presets import PRESETS
-from model.trainer import CPU_THREADS, EpochStats, TrainParams, resolve_device, torch_threads, train
+from model.trainer import CPU_THREADS, EpochStats, TrainParams
 from sessionrec.config import load_settings
 
 logger = logging.getLogger(__name__)
 
-KS = (1, 5, 10, 20)
-SPLITS = {"full": ("train", "test"), "tuning": ("train_tr", "valid")}
-STATS_FILE = "stats.json"
-EVALUATION_SLOTS = 512
 # Flag name -> (TrainParams field, argparse type); None default means "not given: keep the preset's".
 HYPERPARAMETER_FLAGS: dict[str, tuple[str, Callable[[str], object]]] = {
     "--loss": ("loss", str), "--layers": ("layers", lambda text: tuple(int(v) for v in text.split(","))),
@@ -52,111 +48,6 @@ HYPERPARAMETER_FLAGS: dict[str, tuple[str, Callable[[str], object]]] = {
     "--seed": ("seed", int),
 }
 CHOICES = {"--loss": LOSSES, "--optimizer": OPTIMIZERS}
-
-
-@dataclass
-class TrainingResult:
-    """Everything a training run produced, for the report and for experiment tracking."""
-
-    model: GRU4Rec
-    vocabulary: Vocabulary
-    params: TrainParams
-    device: torch.device
-    split: str
-    epochs: list[EpochStats]
-    metrics: dict[str, float]
-    baselines: dict[str, dict[str, float]]
-    train_seconds: float
-    n_unknown_test_events: int | None
-    model_dir: Path | None = None
-    baseline_seconds: dict[str, float] = field(default_factory=dict)  # fitting and evaluation
-
-    @property
-    def throughput_events_per_s(self) -> float:
-        """Training pairs per second over all epochs (evaluation time excluded)."""
-        return sum(s.pairs for s in self.epochs) / self.train_seconds
-
-    def report(self) -> dict:
-        return {"metrics": self.metrics, "baselines": self.baselines,
-                "throughput_events_per_s": self.throughput_events_per_s, "train_seconds": self.train_seconds,
-                "n_unknown_test_events": self.n_unknown_test_events, "split": self.split,
-                "device": str(self.device), "params": self.params.to_dict(),
-                "epochs": [asdict(s) for s in self.epochs], "baseline_seconds": self.baseline_seconds,
-                "model_dir": str(self.model_dir) if self.model_dir else None}
-
-
-def unknown_events(training_dir: Path, split: str) -> int | None:
-    """Events of ``split`` dropped by the training-set job because their item is not in the training data."""
-    path = training_dir / STATS_FILE
-    if not path.is_file():
-        return None
-    try:
-        value = json.loads(path.read_text())["splits"][split]["unknown_events_dropped"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        logger.warning("%s: no splits.%s.unknown_events_dropped; not reporting unknown test events", path, split)
-        return None
-    return int(value)
-
-
-def load_training_set(training_dir: Path, split: str) -> tuple[Vocabulary, SessionDataset, SessionDataset]:
-    """(vocabulary, training part, evaluation part) of a training set folder for ``split``."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
-    if not (training_dir / VOCABULARY_FILE).is_file():
-        raise FileNotFoundError(f"{training_dir / VOCABULARY_FILE}: not found; is {training_dir} a training set "
-                                "folder (train/, test/, train_tr/, valid/, items.parquet)?")
-    train_split, eval_split = SPLITS[split]
-    vocabulary = read_vocabulary(training_dir / VOCABULARY_FILE)
-    train_data = load_split(training_dir, train_split, vocabulary)
-    eval_data = load_split(training_dir, eval_split, vocabulary)
-    logger.info("%s: %d events in %d sessions; %s: %d events; %d items", train_split, train_data.n_events,
-                train_data.n_sessions, eval_split, eval_data.n_events, len(vocabulary))
-    return vocabulary, train_data, eval_data
-
-
-def evaluate_baselines(train_data: SessionDataset, eval_data: SessionDataset, names: Sequence[str],
-                       seed: int) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """Each baseline fitted on ``train_data`` and evaluated on ``eval_data``: (metrics, seconds) by name."""
-    metrics, seconds = {}, {}
-    for name in names:
-        start = time.perf_counter()
-        scorer = fit_baselines(train_data, names=[name], seed=seed)[name]
-        metrics[name] = evaluate(scorer, eval_data, ks=KS, batch_size=EVALUATION_SLOTS)
-        seconds[name] = time.perf_counter() - start
-    return metrics, seconds
-
-
-def run(training_dir: Path, params: TrainParams, split: str = "full", device: str = "auto",
-        output_dir: Path | None = None, checkpoint_dir: Path | None = None,
-        baselines: Sequence[str] = tuple(BASELINES),
-        on_epoch_end: Callable[[EpochStats], None] | None = None,
-        on_progress: Callable[[int, int, int], None] | None = None,
-        cpu_threads: int | None = CPU_THREADS) -> TrainingResult:
-    """Train on the split's training part, evaluate each epoch on its evaluation part, then the baselines.
-
-    ``cpu_threads`` (torch intra-op threads) applies to training, evaluation and the baselines.
-    """
-    training_dir = Path(training_dir)
-    target = resolve_device(device)
-    vocabulary, train_data, eval_data = load_training_set(training_dir, split)
-
-    def evaluate_fn(network: GRU4Rec) -> dict[str, float]:
-        return evaluate(GRU4RecScorer(network, target), eval_data, ks=KS, batch_size=EVALUATION_SLOTS)
-
-    model, stats = train(train_data, params, device=target, checkpoint_dir=checkpoint_dir,
-                         on_epoch_end=on_epoch_end, evaluate_fn=evaluate_fn, on_progress=on_progress,
-                         cpu_threads=cpu_threads)
-    if output_dir is not None:
-        save_model(output_dir, model, vocabulary, params.to_dict())
-    with torch_threads(cpu_threads):
-        metrics = stats[-1].eval_metrics or evaluate_fn(model)
-        baseline_metrics, baseline_seconds = evaluate_baselines(train_data, eval_data, baselines, params.seed)
-    return TrainingResult(model=model, vocabulary=vocabulary, params=params, device=target, split=split,
-                          epochs=stats, metrics=metrics, baselines=baseline_metrics,
-                          train_seconds=sum(s.seconds for s in stats),
-                          n_unknown_test_events=unknown_events(training_dir, SPLITS[split][1]),
-                          model_dir=Path(output_dir) if output_dir is not None else None,
-                          baseline_seconds=baseline_seconds)
 
 
 class ProgressLine:
@@ -218,6 +109,13 @@ def build_parser(default_device: str) -> argparse.ArgumentParser:
     for flag, (name, kind) in HYPERPARAMETER_FLAGS.items():
         parser.add_argument(flag, dest=name, type=kind, choices=CHOICES.get(flag), default=None,
                             help=f"overrides the preset's {name}")
+    parser.add_argument("--mlflow", action=argparse.BooleanOptionalAction, default=True,
+                        help="track the run in MLflow (Settings.mlflow_tracking_uri) and log the model")
+    parser.add_argument("--register", action=argparse.BooleanOptionalAction, default=True,
+                        help="with --mlflow and --split full: register the model and run the promotion gate")
+    parser.add_argument("--force-promote", action="store_true", help="promote to @champion without the gate")
+    parser.add_argument("--ds", type=date.fromisoformat,
+                        help="logical date of the run (default: from a training folder named ds=YYYY-MM-DD)")
     parser.add_argument("--constrained-embedding", dest="constrained_embedding",
                         action=argparse.BooleanOptionalAction, default=None,
                         help="tie the input embedding to the output item matrix")
@@ -233,9 +131,22 @@ def params_from_args(args: argparse.Namespace) -> TrainParams:
     return TrainParams.from_dict(values)
 
 
+def logical_date(args: argparse.Namespace, parser: argparse.ArgumentParser) -> date:
+    """``--ds``, else the day in the training folder's name (``training/ds=YYYY-MM-DD``)."""
+    if args.ds is not None:
+        return args.ds
+    name = Path(args.training_dir).resolve().name
+    try:
+        return date.fromisoformat(name.removeprefix("ds="))
+    except ValueError:
+        parser.error(f"--ds is needed: {args.training_dir} is not named ds=YYYY-MM-DD")
+        raise
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = build_parser(load_settings().device)
+    settings = load_settings()
+    parser = build_parser(settings.device)
     args = parser.parse_args(argv)
     try:
         params = params_from_args(args)
@@ -251,10 +162,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress.clear()
         print(format_epoch(stats, params.epochs), flush=True)
 
-    result = run(args.training_dir, params, split=args.split, device=args.device, output_dir=args.output_dir,
-                 checkpoint_dir=args.checkpoint_dir, baselines=baselines, on_epoch_end=print_epoch,
-                 on_progress=progress, cpu_threads=args.threads)
-    print(format_summary(result))
+    options = {"split": args.split, "device": args.device, "output_dir": args.output_dir,
+               "checkpoint_dir": args.checkpoint_dir, "baselines": baselines, "on_epoch_end": print_epoch,
+               "on_progress": progress, "cpu_threads": args.threads}
+    if args.mlflow:
+        day = logical_date(args, parser)
+        result, run_id, model_uri = track_experiment(settings, day, args.training_dir, params, **options)
+        print(format_summary(result))
+        print(f"MLflow run {run_id} ({settings.mlflow_tracking_uri}); model {model_uri}")
+        if args.register and args.split == "full":
+            version = register(settings, run_id, day)
+            decision = gate(settings, version, day, force=args.force_promote, training_dir=args.training_dir)
+            print(f"registered {settings.model_name} version {version}: "
+                  f"{'promoted to @champion' if decision['promoted'] else 'not promoted'} ({decision['reason']})")
+    else:
+        result = run(args.training_dir, params, **options)
+        print(format_summary(result))
     if args.report is not None:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps(result.report(), indent=2) + "\n")

@@ -67,8 +67,9 @@ def test_trains_evaluates_reports_and_saves(training_dir: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     report, output = tmp_path / "out" / "report.json", tmp_path / "model"
     # Every baseline but BPR-MF, whose fixed training schedule alone takes about 10 s.
-    code = main(["--training-dir", str(training_dir), "--report", str(report), "--output-dir", str(output),
-                 "--device", "cpu", "--checkpoint-dir", str(tmp_path / "checkpoints"), *TINY,
+    code = main(["--training-dir", str(training_dir), "--no-mlflow", "--report", str(report),
+                 "--output-dir", str(output), "--device", "cpu",
+                 "--checkpoint-dir", str(tmp_path / "checkpoints"), *TINY,
                  "--baselines", ",".join(FAST_BASELINES)])
     assert code == 0
     out = capsys.readouterr()
@@ -90,13 +91,33 @@ def test_trains_evaluates_reports_and_saves(training_dir: Path, tmp_path: Path,
 
 def test_tuning_split_trains_on_train_tr_and_evaluates_on_valid(training_dir: Path, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
-    assert main(["--training-dir", str(training_dir), "--split", "tuning", "--report", str(report),
+    assert main(["--training-dir", str(training_dir), "--no-mlflow", "--split", "tuning", "--report", str(report),
                  "--device", "cpu", "--baselines", "pop", *TINY]) == 0
     result = json.loads(report.read_text())
     assert result["split"] == "tuning" and result["n_unknown_test_events"] == 1
     assert list(result["baselines"]) == ["pop"]
     assert result["epochs"][0]["pairs"] == chain_sessions(90, 3, DAY, "c").num_rows - 90
     assert result["metrics"]["n_sessions"] == 20
+
+
+def test_tracks_registers_and_promotes_in_mlflow(training_dir: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default CLI run: one MLflow run with the model, a registered version, the gate's verdict."""
+    from mlflow.tracking import MlflowClient
+
+    from sessionrec.config import load_settings
+
+    monkeypatch.setenv("SESSIONREC_HOME", str(tmp_path / "var"))
+    assert main(["--training-dir", str(training_dir), "--device", "cpu", "--baselines", "pop", *TINY]) == 0
+    settings = load_settings()
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name(settings.model_name).experiment_id])
+    assert run.info.run_name == "gru4rec-2026-11-21" and run.info.status == "FINISHED"
+    assert "16" in run.data.params["layers"] and run.data.params["epochs"] == "2"
+    assert {"test_recall_20", "baseline_pop_recall_20", "train_loss"} <= set(run.data.metrics)
+    champion = client.get_model_version_by_alias(settings.model_name, "champion")
+    assert champion.version in (1, "1") and champion.run_id == run.info.run_id
+    assert not (settings.models_dir / "ds=2026-11-21" / "checkpoints").exists(), "checkpoints removed once logged"
 
 
 def test_flags_override_the_preset() -> None:
@@ -128,7 +149,7 @@ def test_bad_flags_fail_with_a_message(training_dir: Path, flags: list[str], mes
 
 def test_missing_training_dir_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="items.parquet"):
-        main(["--training-dir", str(tmp_path / "nowhere"), "--device", "cpu", *TINY])
+        main(["--training-dir", str(tmp_path / "nowhere"), "--no-mlflow", "--device", "cpu", *TINY])
 
 
 def test_progress_line() -> None:
