@@ -7,7 +7,9 @@ paper's formulation (the reset gate acts on the previous state before the recurr
     c = tanh(W_c x + U_c (r * h) + b_c)   h' = (1 - z) * h + z * c
 
 Item input is one of: one-hot (indexing the first layer's input weights), a separate embedding, or the
-constrained (tied) embedding, where the output item matrix is also the input embedding. Item tables are
+constrained (tied) embedding, where the output item matrix is also the input embedding. Dropout acts on
+the input embedding and on each layer's output, which is also the state the layer carries forward.
+Scores are the last layer's output times the output item embeddings plus an item bias. Item tables are
 indexed by row, so training can gather only the rows a mini-batch touches (see ``model/optim.py``).
 """
 
