@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -250,7 +251,9 @@ def test_parse_model_uri_rejects_other_forms(uri: str) -> None:
 
 
 def test_worker_without_the_driver_folder_downloads_the_same_version(registry: str, tmp_path: Path,
-                                                                     sessions: dict[str, list[str]]) -> None:
+                                                                     sessions: dict[str, list[str]],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the worker's download folder goes here
     local = score.resolve_model(f"models:/{MODEL_NAME}/1", registry, tmp_path / "driver")
     remote = score.ResolvedModel(local.name, local.version, local.uri, registry, tmp_path / "not-on-this-host")
     batch = pa.record_batch({"session_id": list(sessions), "item_ids": list(sessions.values())})
@@ -258,6 +261,7 @@ def test_worker_without_the_driver_folder_downloads_the_same_version(registry: s
     from_download = pa.Table.from_batches(score.score_batches(iter([batch]), remote, TOP_K, True))
     assert from_download.equals(from_local)
     assert from_local.num_rows == len(sessions) * TOP_K
+    assert len(list(tmp_path.glob("sessionrec-model-*/**/model.pt"))) == 1  # downloaded by the worker
 
 
 @pytest.mark.parametrize("sessions_, n_items, k, exclude_last, expected", [
