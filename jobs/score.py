@@ -55,6 +55,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, LongType, StringType
 
 from jobs import warehouse
+from jobs.cli import parse_day
 from jobs.spark import build_session
 from model.data import VOCABULARY_FILE, Vocabulary, read_vocabulary
 from sessionrec.config import Settings, load_settings
@@ -349,17 +350,11 @@ def score_day(spark: SparkSession, lake: str, ds: date, model_uri: str, top_k: i
 
 # --- command line ---
 
-def _day(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a day YYYY-MM-DD, got {text!r}") from exc
-
 
 def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="jobs.score", description=__doc__.split("\n", 1)[0])
     parser.add_argument("--lake", default=settings.lake, help="lake root (default: %(default)s)")
-    parser.add_argument("--ds", type=_day, required=True, help="the day whose sessions are scored (UTC)")
+    parser.add_argument("--ds", type=parse_day, required=True, help="the day whose sessions are scored (UTC)")
     parser.add_argument("--model-uri", default=f"models:/{settings.model_name}@champion",
                         help="models:/name@alias or models:/name/version (default: %(default)s)")
     parser.add_argument("--top-k", type=int, default=settings.top_k,

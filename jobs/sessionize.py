@@ -38,6 +38,7 @@ if __name__ == "__main__" and importlib.util.find_spec("sessionrec") is None:
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from jobs.cli import parse_day
 from jobs.lake import midnight, replace_by_rename, require_micros_timestamps, staging_folder, write_text
 from jobs.raw_input import (
     EVENT_TIME,
@@ -279,19 +280,12 @@ def _write_outputs(spark: SparkSession, rows: DataFrame, ds: dt.date, gap_minute
 
 # --- command line ---
 
-def _day(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a day as YYYY-MM-DD, got {text!r}") from exc
-
-
 def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="jobs.sessionize", description=__doc__.splitlines()[0])
     parser.add_argument("--raw", default=settings.raw,
                         help="landing zone holding clicks/ds=YYYY-MM-DD/ (default: %(default)s)")
     parser.add_argument("--lake", default=settings.lake, help="lake root (default: %(default)s)")
-    parser.add_argument("--ds", type=_day, required=True, help="UTC day to sessionize, YYYY-MM-DD")
+    parser.add_argument("--ds", type=parse_day, required=True, help="UTC day to sessionize, YYYY-MM-DD")
     parser.add_argument("--gap-minutes", type=int, default=settings.gap_minutes,
                         help="inactivity that ends a session (default: %(default)s)")
     parser.add_argument("--keep-repeats", action="store_true",

@@ -56,6 +56,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, LongType, StringType, TimestampType
 
+from jobs.cli import parse_day
 from jobs.lake import exists, midnight, replace_by_rename, require_micros_timestamps, staging_folder, upload
 from jobs.spark import build_session
 from model.data import VOCABULARY_FILE, Vocabulary, write_vocabulary
@@ -348,18 +349,12 @@ def build_training_set(spark: SparkSession, lake: str, ds: date, days: int = 7, 
 
 # --- command line ---
 
-def _day(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a day YYYY-MM-DD, got {text!r}") from exc
-
 
 def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="jobs.training_set", description="Build LAKE/training/ds=D from the sessions of the days up to D.")
     parser.add_argument("--lake", default=settings.lake, help="lake root (default: %(default)s)")
-    parser.add_argument("--ds", type=_day, required=True, help="last day of the window, the test day (UTC)")
+    parser.add_argument("--ds", type=parse_day, required=True, help="last day of the window, the test day (UTC)")
     parser.add_argument("--days", type=int, default=settings.training_days,
                         help="days in the window (default: %(default)s)")
     parser.add_argument("--min-item-support", type=int, default=settings.min_item_support,
