@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import ClassVar, Self
@@ -71,7 +72,7 @@ def single_threaded_torch() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-class PrefixScorer:
+class PrefixScorer(ABC):
     """Base of the baselines: fit on train, keep per-slot session prefixes, score from the prefixes.
 
     ``_score`` receives the active slots' prefixes as an int64 array [A, L] padded with -1 on the right
@@ -143,11 +144,13 @@ class PrefixScorer:
             raise ValueError("slot indexes must be distinct")
         return slots
 
+    @abstractmethod
     def _fit(self, train: SessionDataset) -> None:
-        raise NotImplementedError
+        """Learn from the training sessions."""
 
+    @abstractmethod
     def _score(self, prefix: np.ndarray, lengths: np.ndarray) -> torch.Tensor:
-        raise NotImplementedError
+        """Scores over all items for each slot's session prefix."""
 
 
 class Pop(PrefixScorer):
