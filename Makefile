@@ -45,9 +45,9 @@ screenshots: setup
 	$(PY) -m sessionrec.screenshots
 
 bench: setup check-java
-	$(PY) bench/sessionize.py --quick
-	$(PY) bench/train.py --quick
-	$(PY) bench/score.py --quick
+	$(PY) -m bench.sessionize --quick
+	$(PY) -m bench.train --quick
+	$(PY) -m bench.score --quick
 
 clean:
 	rm -rf var

@@ -1,6 +1,6 @@
 """Scoring throughput: the Spark scoring job end to end and the Recommender alone, against a cost floor.
 
-    .venv/bin/python bench/score.py [--sessions 100000 1000000] [--quick]
+    .venv/bin/python -m bench.score [--sessions 100000 1000000] [--quick]
 
 For each day size N a day of N sessions is generated with numpy (lengths geometric with mean 3.3, at most 50;
 items drawn from a Zipf-like popularity over the vocabulary, 2% of events with an item the model does
@@ -23,22 +23,19 @@ Prints a table and writes bench/results/score.json.
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing
 import os
-import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from bench.common import in_fresh_process, machine, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results" / "score.json"
 DAY = date(2026, 11, 21)
@@ -172,49 +169,6 @@ def measure_spark_job(lake: str, model_uri: str, tracking_uri: str, warehouse_ur
             "rows": record["rows_written"]}
 
 
-def _child(queue: multiprocessing.Queue, function: Callable[..., dict[str, Any]], args: tuple) -> None:
-    queue.put(function(*args))
-
-
-def _sample_tree(process: psutil.Process, cpu_seconds: dict[int, float]) -> int:
-    """Summed RSS of ``process`` and its descendants; records each one's CPU seconds so far."""
-    total = 0
-    for member in [process, *process.children(recursive=True)]:
-        try:
-            with member.oneshot():
-                total += member.memory_info().rss
-                times = member.cpu_times()
-                cpu_seconds[member.pid] = times.user + times.system
-        except psutil.NoSuchProcess:
-            continue
-    return total
-
-
-def in_fresh_process(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """Run ``function(*args)`` in a spawned process; add its peak tree RSS, its tree's CPU seconds (sampled,
-    so less sensitive than wall time to other users of a shared machine) and the load averages."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    load_before = os.getloadavg()
-    child = context.Process(target=_child, args=(queue, function, args))
-    child.start()
-    watched, peak, cpu_seconds = psutil.Process(child.pid), 0, {}
-    while child.is_alive():
-        try:
-            peak = max(peak, _sample_tree(watched, cpu_seconds))
-        except psutil.NoSuchProcess:
-            break
-        if not queue.empty():
-            break
-        time.sleep(0.1)
-    result = queue.get()
-    child.join()
-    if child.exitcode != 0:
-        raise RuntimeError(f"{function.__name__} failed with exit code {child.exitcode}")
-    return {**result, "peak_rss_mb": round(peak / 2**20), "cpu_seconds": round(sum(cpu_seconds.values()), 1),
-            "load_avg_before": load_before, "load_avg_after": os.getloadavg()}
-
-
 # --- the run ---
 
 def bench_day(n_sessions: int, n_items: int, hidden: int, top_k: int, model_dir: Path, model_uri: str,
@@ -290,13 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"items": args.items, "hidden": args.hidden, "top_k": args.top_k, "device": "cpu",
                    "spark_master": "local[2]", "recommender_batch_sessions": BATCH_SESSIONS,
                    "unknown_item_share": UNKNOWN_SHARE},
-        "machine": {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-                    "platform": platform.platform(), "python": platform.python_version()},
-        "results": rows,
+        "machine": machine(), "results": rows,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_results(args.output, result)
     return 0
 
 

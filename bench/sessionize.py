@@ -1,6 +1,6 @@
 """Sessionization throughput: jobs/sessionize.py (Spark) against the same rules as DuckDB SQL.
 
-    .venv/bin/python bench/sessionize.py [--events 1000000 10000000] [--format parquet] [--quick]
+    .venv/bin/python -m bench.sessionize [--events 1000000 10000000] [--format parquet] [--quick]
 
 For each size N, ``jobs.generate`` writes N synthetic events over two UTC days (1% damaged rows, so
 ``event_time`` is ISO-8601 text) into a landing zone, and day D is sessionized with D-1 as look-back, so
@@ -22,19 +22,15 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import multiprocessing
 import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psutil
+from bench.common import in_fresh_process, machine, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sessionize.json"
 DAY = dt.date(2026, 11, 21)
@@ -192,44 +188,6 @@ def run_duckdb(files: list[str], file_format: str, out: str) -> dict[str, Any]:
             "quarantined": quarantined, "output": f"{out}/sessions.parquet"}
 
 
-def _child(queue: multiprocessing.Queue, function: Callable[..., dict[str, Any]], args: tuple) -> None:
-    queue.put(function(*args))
-
-
-def _tree_rss(process: psutil.Process) -> int:
-    total = 0
-    for member in [process, *process.children(recursive=True)]:
-        try:
-            total += member.memory_info().rss
-        except psutil.NoSuchProcess:
-            continue
-    return total
-
-
-def in_fresh_process(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """Run ``function(*args)`` in a spawned process; add its wall time, peak tree RSS and the load averages."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    load_before = os.getloadavg()
-    start = time.perf_counter()
-    child = context.Process(target=_child, args=(queue, function, args))
-    child.start()
-    watched, peak = psutil.Process(child.pid), 0
-    while child.is_alive() and queue.empty():
-        try:
-            peak = max(peak, _tree_rss(watched))
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.1)
-    if queue.empty():  # the child died without a result (its traceback is on stderr)
-        child.join()
-        raise RuntimeError(f"{function.__name__} failed with exit code {child.exitcode}")
-    result = queue.get()
-    child.join()
-    return {**result, "process_seconds": round(time.perf_counter() - start, 2), "peak_rss_mb": round(peak / 2**20),
-            "load_avg_before": load_before, "load_avg_after": os.getloadavg()}
-
-
 # --- comparison and report ---
 
 def output_digest(parquet_glob: str) -> dict[str, int]:
@@ -312,13 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"day": DAY.isoformat(), "days": 2, "gap_minutes": GAP_MINUTES, "items": args.items,
                    "dirty_share": 0.01, "spark_master": "local[*]", "pyspark": pyspark.__version__,
                    "duckdb": duckdb.__version__},
-        "machine": {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-                    "platform": platform.platform(), "python": platform.python_version()},
-        "results": rows,
+        "machine": machine(), "results": rows,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_results(args.output, result)
     return 0
 
 
