@@ -1,13 +1,16 @@
 """Training benchmark: GRU4Rec and the baselines on the Yoochoose sample, and throughput at scale.
 
-    .venv/bin/python bench/train.py [--quick] [--only gru4rec,bpr-max,baselines,pipeline,generated]
+    .venv/bin/python -m bench.train [--quick] [--only gru4rec,bpr-max,baselines,pipeline,generated]
         [--epochs 10] [--threads 1] [--events 1000000]
 
 Parts (all by default):
 
 - ``gru4rec``: GRU4Rec with the rsc15 preset (cross-entropy with logQ, 2048 extra negatives, 100 units,
   batch 32, 10 epochs) on ``shared/data/yoochoose-rsc15-100k``, read directly (the project's
-  ``yoochoose-prepared`` reader, vocabulary from the train file's item counts, unknown test items dropped);
+  ``yoochoose-prepared`` reader, vocabulary from the train file's item counts, unknown test items dropped),
+  with accidental hits removed (the trainer's default);
+- ``original``: the same, keeping accidental hits as the original implementation does
+  (``remove_accidental_hits`` false): the like-for-like comparison with the authors' figures;
 - ``bpr-max``: the same with the BPR-max loss (elu 0.5, bpreg 1, learning rate 0.05 as in the authors'
   BPR-max presets; not tuned on this data);
 - ``baselines``: every baseline of ``model/baselines.py`` on the same split;
@@ -27,23 +30,18 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import multiprocessing
-import os
-import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from bench.common import in_fresh_process, machine, write_results
 from jobs.readers import iter_events
 from model.baselines import BASELINES, fit_baselines
 from model.data import SessionDataset, Vocabulary, dataset_from_table
@@ -56,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "yoochoose-rsc15-100k"
 TRAIN_FILE, TEST_FILE = "yoochoose-clicks-100k_train_full.txt", "yoochoose-clicks-100k_test.txt"
 RESULTS = ROOT / "bench" / "results" / "train.json"
-PARTS = ("gru4rec", "bpr-max", "baselines", "pipeline", "generated")
+PARTS = ("gru4rec", "original", "bpr-max", "baselines", "pipeline", "generated")
 KS = (1, 5, 10, 20)
 PIPELINE_DAYS = [dt.date(2014, 4, 1) + dt.timedelta(days=d) for d in range(7)]
 BPR_MAX = {**PRESETS["rsc15"], "loss": "bpr-max", "elu_param": 0.5, "bpreg": 1.0, "learning_rate": 0.05}
@@ -107,7 +105,8 @@ def measure_gru4rec(label: str, values: dict[str, Any], threads: int) -> dict[st
     with torch_threads(threads):
         metrics = evaluate(GRU4RecScorer(model, "cpu"), test_data, ks=KS)
     seconds = sum(s.seconds for s in stats)
-    return {"part": label, "model": f"gru4rec ({params.loss})", "data": "sample", **_accuracy(metrics),
+    hits = "" if params.remove_accidental_hits else ", hits kept"
+    return {"part": label, "model": f"gru4rec ({params.loss}{hits})", "data": "sample", **_accuracy(metrics),
             "train_seconds": round(seconds, 1), "train_wall_seconds": round(wall, 1),
             "pairs_per_s": round(sum(s.pairs for s in stats) / seconds),
             "epoch_pairs_per_s": [round(s.pairs_per_s) for s in stats], "epoch_loss": [round(s.loss, 4) for s in stats],
@@ -172,43 +171,6 @@ def _accuracy(metrics: dict[str, float]) -> dict[str, float]:
     return {key: round(metrics[key], 4) for key in ("recall@20", "mrr@20", "recall@5", "mrr@5")}
 
 
-def _child(queue: multiprocessing.Queue, function: Callable[..., dict[str, Any]], args: tuple) -> None:
-    queue.put(function(*args))
-
-
-def _tree_rss(process: psutil.Process) -> int:
-    total = process.memory_info().rss
-    for child in process.children(recursive=True):
-        try:
-            total += child.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
-def in_fresh_process(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
-    """Run ``function(*args)`` in a spawned process; add its peak tree RSS and the load averages."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    load_before = os.getloadavg()
-    child = context.Process(target=_child, args=(queue, function, args))
-    child.start()
-    watched, peak = psutil.Process(child.pid), 0
-    while child.is_alive() and queue.empty():
-        try:
-            peak = max(peak, _tree_rss(watched))
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.1)
-    if not child.is_alive() and child.exitcode != 0:
-        raise RuntimeError(f"{function.__name__}{args} failed with exit code {child.exitcode}")
-    result = queue.get(timeout=600)
-    child.join()
-    load = {"load_avg_before": [round(v, 2) for v in load_before],
-            "load_avg_after": [round(v, 2) for v in os.getloadavg()], "peak_rss_mb": round(peak / 2**20)}
-    return {**result, **load}
-
-
 # --- the run ---
 
 def run_parts(parts: list[str], epochs: int, threads: int, n_events: int) -> tuple[list[dict], dict]:
@@ -216,6 +178,9 @@ def run_parts(parts: list[str], epochs: int, threads: int, n_events: int) -> tup
     extra: dict[str, Any] = {}
     if "gru4rec" in parts:
         rows.append(in_fresh_process(measure_gru4rec, "gru4rec", {**PRESETS["rsc15"], "epochs": epochs}, threads))
+    if "original" in parts:
+        original = {**PRESETS["rsc15"], "epochs": epochs, "remove_accidental_hits": False}
+        rows.append(in_fresh_process(measure_gru4rec, "original", original, threads))
     if "bpr-max" in parts:
         rows.append(in_fresh_process(measure_gru4rec, "bpr-max", {**BPR_MAX, "epochs": epochs}, threads))
     if "baselines" in parts:
@@ -235,12 +200,12 @@ def _cell(row: dict[str, Any], key: str, width: int, spec: str = "") -> str:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = (f"{'part':<10} {'model':<26} {'data':<26} {'recall@20':>9} {'mrr@20':>7} {'train s':>8} "
+    header = (f"{'part':<10} {'model':<35} {'data':<26} {'recall@20':>9} {'mrr@20':>7} {'train s':>8} "
               f"{'pairs/s':>8} {'peak MB':>8}  load (1 min, before/after)")
     print(header)
     print("-" * len(header))
     for row in rows:
-        print(f"{row['part']:<10} {row['model']:<26} {row['data']:<26} {_cell(row, 'recall@20', 9, '.4f')} "
+        print(f"{row['part']:<10} {row['model']:<35} {row['data']:<26} {_cell(row, 'recall@20', 9, '.4f')} "
               f"{_cell(row, 'mrr@20', 7, '.4f')} {_cell(row, 'train_seconds', 8)} "
               f"{_cell(row, 'pairs_per_s', 8, ',')} {_cell(row, 'peak_rss_mb', 8)}  "
               f"{row['load_avg_before'][0]:.1f}/{row['load_avg_after'][0]:.1f}")
@@ -275,13 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "started": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(), "seconds": round(time.time() - started),
         "settings": {"parts": args.parts, "epochs": args.epochs, "threads": args.threads, "events": args.events},
-        "machine": {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-                    "python": platform.python_version(), "torch": torch.__version__},
+        "machine": {**machine(), "torch": torch.__version__},
         "reference": REFERENCE, "rows": rows, **extra,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"results written to {args.output}")
+    write_results(args.output, result)
     return 0
 
 

@@ -48,6 +48,8 @@ HYPERPARAMETER_FLAGS: dict[str, tuple[str, Callable[[str], object]]] = {
     "--seed": ("seed", int),
 }
 CHOICES = {"--loss": LOSSES, "--optimizer": OPTIMIZERS}
+# TrainParams switches given as --name/--no-name; None default means "not given: keep the preset's".
+SWITCHES = ("constrained_embedding", "remove_accidental_hits")
 
 
 class ProgressLine:
@@ -119,13 +121,17 @@ def build_parser(default_device: str) -> argparse.ArgumentParser:
     parser.add_argument("--constrained-embedding", dest="constrained_embedding",
                         action=argparse.BooleanOptionalAction, default=None,
                         help="tie the input embedding to the output item matrix")
+    parser.add_argument("--remove-accidental-hits", dest="remove_accidental_hits",
+                        action=argparse.BooleanOptionalAction, default=None,
+                        help="never score a row's own target item as one of its negatives (default: on; "
+                             "--no-remove-accidental-hits trains as the original implementation does)")
     return parser
 
 
 def params_from_args(args: argparse.Namespace) -> TrainParams:
     """The preset's values, overridden by every hyperparameter flag given explicitly."""
     values = dict(PRESETS[args.preset])
-    for name in [name for name, _ in HYPERPARAMETER_FLAGS.values()] + ["constrained_embedding"]:
+    for name in [name for name, _ in HYPERPARAMETER_FLAGS.values()] + list(SWITCHES):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     return TrainParams.from_dict(values)

@@ -8,61 +8,79 @@ import numpy as np
 import pytest
 import torch
 
-from model.losses import bpr, bpr_max, cross_entropy, logq_tables, make_loss, top1, top1_max
+from model.losses import accidental_hits, bpr, bpr_max, cross_entropy, logq_tables, make_loss, top1, top1_max
 
 
 def sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-def negatives(row: list[float], i: int) -> list[float]:
-    return [o for j, o in enumerate(row) if j != i]
+Excluded = set[tuple[int, int]]
 
 
-def negative_softmax(row: list[float], i: int) -> list[float]:
-    exp = [math.exp(o) for o in negatives(row, i)]
+def negatives(row: list[float], i: int, excluded: Excluded = frozenset()) -> list[float]:
+    """Row ``i``'s negative scores: every column but its target and its excluded (row, column) pairs."""
+    return [o for j, o in enumerate(row) if j != i and (i, j) not in excluded]
+
+
+def negative_softmax(row: list[float], i: int, excluded: Excluded = frozenset()) -> list[float]:
+    exp = [math.exp(o) for o in negatives(row, i, excluded)]
     return [e / sum(exp) for e in exp]
 
 
+def ce_row(row: list[float], i: int, excluded: Excluded) -> float:
+    softmax = math.exp(row[i]) / (math.exp(row[i]) + sum(math.exp(o) for o in negatives(row, i, excluded)))
+    return -math.log(softmax + 1e-24)
+
+
+def bpr_max_row(row: list[float], i: int, excluded: Excluded, bpreg: float = 1.0) -> float:
+    s, neg = negative_softmax(row, i, excluded), negatives(row, i, excluded)
+    ranked = sum(sj * sigmoid(row[i] - oj) for sj, oj in zip(s, neg, strict=True))
+    return -math.log(ranked + 1e-24) + bpreg * sum(sj * oj**2 for sj, oj in zip(s, neg, strict=True))
+
+
+def top1_max_row(row: list[float], i: int, excluded: Excluded) -> float:
+    s, neg = negative_softmax(row, i, excluded), negatives(row, i, excluded)
+    return sum(sj * (sigmoid(oj - row[i]) + sigmoid(oj**2)) for sj, oj in zip(s, neg, strict=True))
+
+
+def bpr_row(row: list[float], i: int, excluded: Excluded) -> float:
+    neg = negatives(row, i, excluded)
+    return -sum(math.log(sigmoid(row[i] - oj)) for oj in neg) / len(neg)
+
+
+def top1_row(row: list[float], i: int, excluded: Excluded) -> float:
+    neg = negatives(row, i, excluded)
+    return sum(sigmoid(oj - row[i]) + sigmoid(oj**2) for oj in neg) / len(neg)
+
+
+def naive(row_loss, scores: list[list[float]], excluded: Excluded = frozenset(), skip: int | None = None) -> float:
+    """Mean over all rows of ``row_loss``; row ``skip`` counts as zero."""
+    return sum(row_loss(row, i, excluded) for i, row in enumerate(scores) if i != skip) / len(scores)
+
+
 def naive_cross_entropy(scores: list[list[float]]) -> float:
-    losses = []
-    for i, row in enumerate(scores):
-        softmax = math.exp(row[i]) / sum(math.exp(o) for o in row)
-        losses.append(-math.log(softmax + 1e-24))
-    return sum(losses) / len(losses)
+    return naive(ce_row, scores)
 
 
 def naive_bpr_max(scores: list[list[float]], bpreg: float) -> float:
-    losses = []
-    for i, row in enumerate(scores):
-        s, neg = negative_softmax(row, i), negatives(row, i)
-        ranked = sum(sj * sigmoid(row[i] - oj) for sj, oj in zip(s, neg, strict=True))
-        losses.append(-math.log(ranked + 1e-24) + bpreg * sum(sj * oj**2 for sj, oj in zip(s, neg, strict=True)))
-    return sum(losses) / len(losses)
+    return naive(lambda row, i, ex: bpr_max_row(row, i, ex, bpreg), scores)
 
 
 def naive_top1_max(scores: list[list[float]]) -> float:
-    losses = []
-    for i, row in enumerate(scores):
-        s, neg = negative_softmax(row, i), negatives(row, i)
-        losses.append(sum(sj * (sigmoid(oj - row[i]) + sigmoid(oj**2)) for sj, oj in zip(s, neg, strict=True)))
-    return sum(losses) / len(losses)
+    return naive(top1_max_row, scores)
 
 
 def naive_bpr(scores: list[list[float]]) -> float:
-    losses = []
-    for i, row in enumerate(scores):
-        neg = negatives(row, i)
-        losses.append(-sum(math.log(sigmoid(row[i] - oj)) for oj in neg) / len(neg))
-    return sum(losses) / len(losses)
+    return naive(bpr_row, scores)
 
 
 def naive_top1(scores: list[list[float]]) -> float:
-    losses = []
-    for i, row in enumerate(scores):
-        neg = negatives(row, i)
-        losses.append(sum(sigmoid(oj - row[i]) + sigmoid(oj**2) for oj in neg) / len(neg))
-    return sum(losses) / len(losses)
+    return naive(top1_row, scores)
+
+
+ROW_LOSSES = {"cross-entropy": ce_row, "bpr-max": bpr_max_row, "top1-max": top1_max_row, "bpr": bpr_row,
+              "top1": top1_row}
 
 
 @pytest.fixture
@@ -136,6 +154,37 @@ def test_a_single_column_gives_zero_loss(name: str) -> None:
 
 def test_elu_is_ignored_by_cross_entropy(scores: torch.Tensor) -> None:
     assert make_loss("cross-entropy", elu_param=1.0)(scores).item() == cross_entropy(scores).item()
+
+
+def test_accidental_hits_mark_other_columns_with_the_rows_target_item() -> None:
+    # Rows' targets: items 7, 3, 7; extra samples: 3, 9, 7.
+    hits = accidental_hits(torch.tensor([7, 3, 7, 3, 9, 7]), n_rows=3)
+    assert hits.tolist() == [[False, False, True, False, False, True],
+                             [False, False, False, True, False, False],
+                             [True, False, False, False, False, True]]
+
+
+@pytest.mark.parametrize("name", ["cross-entropy", "bpr-max", "top1-max", "bpr", "top1"])
+def test_excluded_columns_are_left_out_of_the_negatives(name: str, scores: torch.Tensor) -> None:
+    excluded = {(0, 2), (0, 5), (1, 3), (2, 0)}
+    mask = torch.zeros(scores.shape, dtype=torch.bool)
+    for i, j in excluded:
+        mask[i, j] = True
+    loss = make_loss(name, bpreg=1.0)(scores, mask).item()
+    assert loss == pytest.approx(naive(ROW_LOSSES[name], scores.tolist(), excluded), rel=1e-12)
+    assert loss != pytest.approx(naive(ROW_LOSSES[name], scores.tolist()), rel=1e-6), "the exclusion changes the loss"
+
+
+@pytest.mark.parametrize("name", ["cross-entropy", "bpr-max", "top1-max", "bpr", "top1"])
+def test_a_row_whose_columns_are_all_excluded_adds_nothing(name: str, scores: torch.Tensor) -> None:
+    mask = torch.zeros(scores.shape, dtype=torch.bool)
+    mask[1] = True
+    mask[1, 1] = False  # the row's own target is never excluded
+    leaf = scores.clone().requires_grad_()
+    loss = make_loss(name, bpreg=1.0)(leaf, mask)
+    loss.backward()
+    assert loss.item() == pytest.approx(naive(ROW_LOSSES[name], scores.tolist(), skip=1), rel=1e-12)
+    assert torch.isfinite(leaf.grad).all() and (leaf.grad[1] == 0).all()
 
 
 def test_unknown_loss() -> None:

@@ -124,9 +124,10 @@ def test_flags_override_the_preset() -> None:
     parser = build_parser("cpu")
     assert parser.parse_args(["--training-dir", "x"]).baselines.split(",") == list(BASELINES)
     args = parser.parse_args(["--training-dir", "x", "--preset", "coveo", "--epochs", "3", "--layers", "64,32",
-                              "--no-constrained-embedding", "--embedding", "16"])
+                              "--no-constrained-embedding", "--embedding", "16", "--no-remove-accidental-hits"])
     params = params_from_args(args)
     assert (params.epochs, params.layers, params.constrained_embedding, params.embedding) == (3, (64, 32), False, 16)
+    assert not params.remove_accidental_hits
     assert (params.loss, params.bpreg, params.batch_size) == ("bpr-max", PRESETS["coveo"]["bpreg"], 144)
     assert params_from_args(parser.parse_args(["--training-dir", "x"])).to_dict() == \
         params_from_args(parser.parse_args(["--training-dir", "x", "--preset", "default"])).to_dict()

@@ -80,6 +80,16 @@ def test_same_seed_gives_identical_weights_and_other_seeds_do_not(data: SessionD
     assert not torch.equal(other.item_embedding, first.item_embedding)
 
 
+def test_accidental_hits_are_removed_by_default_and_can_be_kept(data: SessionDataset) -> None:
+    """40 items, 16 targets and 16 samples a step: a row's target item often fills other columns too."""
+    assert TrainParams().remove_accidental_hits
+    removed, removed_stats = train(data, TrainParams(**SMALL))
+    kept, kept_stats = train(data, TrainParams(**{**SMALL, "remove_accidental_hits": False}))
+    assert not torch.equal(removed.item_embedding, kept.item_embedding)
+    assert removed_stats[1].loss < removed_stats[0].loss and kept_stats[1].loss < kept_stats[0].loss
+    assert removed_stats[0].loss < kept_stats[0].loss, "copies of the target no longer compete with it"
+
+
 def test_training_leaves_the_global_rng_alone(data: SessionDataset) -> None:
     torch.manual_seed(123)
     before = torch.get_rng_state()
@@ -152,7 +162,8 @@ def test_params_round_trip_and_validation() -> None:
                             ({"sample_alpha": 2.0}, "sample_alpha"), ({"n_sample": -1}, "n_sample"),
                             ({"optimizer": "sgd"}, "optimizer"), ({"layers": ()}, "layers"),
                             ({"dropout_hidden": 1.0}, "dropout_hidden"), ({"epochs": 2.5}, "epochs"),
-                            ({"embedding": 32}, "constrained embedding")]:
+                            ({"embedding": 32}, "constrained embedding"),
+                            ({"remove_accidental_hits": 1}, "remove_accidental_hits must be true or false")]:
         with pytest.raises(ValueError, match=message):
             TrainParams(**values)
     with pytest.raises(ValueError, match="unknown training parameter"):
