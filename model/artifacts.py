@@ -25,6 +25,7 @@ WEIGHTS_FILE = "model.pt"
 VOCABULARY_FILE = "items.parquet"
 CONFIG_FILE = "config.json"
 FORMAT_VERSION = 1
+CONFIG_KEYS = {"network", "params", "format_version"}
 
 
 def _replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
@@ -53,8 +54,10 @@ def _read_config(path: Path) -> tuple[GRU4RecConfig, dict]:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(config, dict) or not {"network", "params", "format_version"} <= set(config):
-        raise ValueError(f"{path}: expected an object with keys network, params and format_version")
+    if not isinstance(config, dict) or set(config) != CONFIG_KEYS:
+        found = sorted(config) if isinstance(config, dict) else type(config).__name__
+        raise ValueError(f"{path}: expected an object with exactly the keys network, params and format_version; "
+                         f"found {found}")
     if config["format_version"] != FORMAT_VERSION:
         raise ValueError(f"{path}: format_version {config['format_version']!r} is not supported "
                          f"(expected {FORMAT_VERSION})")

@@ -92,7 +92,8 @@ def test_refuses_a_vocabulary_of_another_size(saved: tuple[Path, GRU4Rec, Vocabu
 
 @pytest.mark.parametrize(("text", "message"), [
     ("{not json", "not valid JSON"),
-    ('{"network": {"n_items": 15}}', "expected an object with keys"),
+    ('{"network": {"n_items": 15}}', "expected an object with exactly the keys"),
+    ('{"network": {"n_items": 15}, "params": {}, "format_version": 1, "code": "x"}', "found \\['code', "),
     ('{"network": {"n_items": 15}, "params": {}, "format_version": 9}', "format_version 9"),
     ('{"network": {"n_items": 15, "units": 3}, "params": {}, "format_version": 1}', "unknown key"),
 ])
