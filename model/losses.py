@@ -1,10 +1,10 @@
 """GRU4Rec's losses over the scored columns of a mini-batch (Hidasi & Karatzoglou 2018).
 
 ``scores`` is [B, K]: row ``i``'s target is column ``i`` (the batch's targets come first, then the extra
-negatives shared by all rows); every other column is a negative for that row, except those marked in the
-optional ``excluded`` mask [B, K]. The trainer marks there the row's accidental hits (:func:`accidental_hits`):
-other columns holding the row's own target item, such as another row with the same target or an extra
-sample that drew it. Left in, they are the positive scored as a negative, pushed down and up at once.
+negatives shared by all rows); every other column is a negative for that row, except columns scored
+``-inf``, which take no part. :func:`column_scores` scores a row's accidental hits -inf that way: the
+other columns holding its own target item, such as another row with the same target or an extra sample
+that drew it. Left in, they are the positive scored as a negative, pushed down and up at once.
 Each loss returns the mean over rows; a row without negatives contributes zero.
 """
 
@@ -19,16 +19,22 @@ import torch.nn.functional as F
 EPSILON = 1e-24
 LOSSES = ("cross-entropy", "bpr-max", "top1-max", "bpr", "top1")
 
-Loss = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+Loss = Callable[[torch.Tensor], torch.Tensor]
 
 
-def accidental_hits(columns: torch.Tensor, n_rows: int) -> torch.Tensor:
-    """[n_rows, K] True where column ``k`` holds row ``i``'s target item but is not its target column ``i``.
+def column_scores(item_scores: torch.Tensor, columns: torch.Tensor, remove_accidental_hits: bool) -> torch.Tensor:
+    """The scored columns' scores [B, K] from each row's scores of the mini-batch's distinct items [B, U].
 
-    ``columns`` are the item ids (or any per-item key) of the K scored columns, the rows' targets first.
+    ``columns`` [K] maps every column to its distinct item, the B rows' targets first. With
+    ``remove_accidental_hits`` each row's own target item scores -inf in all its columns but column ``i``.
+    Masking the B target entries before spreading them to columns costs two small copies, several times
+    less than comparing and masking the [B, K] matrix.
     """
-    hits = columns.unsqueeze(0) == columns[:n_rows].unsqueeze(1)
-    return hits.fill_diagonal_(False)
+    if not remove_accidental_hits:
+        return item_scores.index_select(1, columns)
+    own = columns[:item_scores.shape[0]].unsqueeze(1)
+    spread = item_scores.scatter(1, own, float("-inf")).index_select(1, columns)
+    return spread.diagonal_scatter(item_scores.gather(1, own).squeeze(1))
 
 
 def logq_tables(support: np.ndarray, logq: float, alpha: float,
@@ -47,10 +53,15 @@ def _target_scores(scores: torch.Tensor) -> torch.Tensor:
     return scores.diagonal().unsqueeze(1)
 
 
-def _negatives(scores: torch.Tensor, excluded: torch.Tensor | None) -> torch.Tensor:
-    """True at each row's negatives: every column but its own target and its excluded ones."""
-    negatives = ~torch.eye(scores.shape[0], scores.shape[1], dtype=torch.bool, device=scores.device)
-    return negatives if excluded is None else negatives & ~excluded
+def _negatives(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores with the -inf columns set to 0, True at each row's negatives).
+
+    Zeroing the -inf columns through ``where`` keeps them out of every later term, in both passes: a
+    0 * inf product would be NaN.
+    """
+    finite = torch.isfinite(scores)
+    own = torch.eye(scores.shape[0], scores.shape[1], dtype=torch.bool, device=scores.device)
+    return torch.where(finite, scores, 0.0), finite & ~own
 
 
 def _negative_softmax(scores: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
@@ -63,29 +74,25 @@ def _negative_softmax(scores: torch.Tensor, negatives: torch.Tensor) -> torch.Te
     return torch.softmax(scores.masked_fill(~negatives, lowest), dim=1).masked_fill(~negatives, 0.0)
 
 
-def _mean_over_rows_with_negatives(row_losses: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-    return (row_losses * negatives.any(dim=1)).mean()
-
-
-def cross_entropy(scores: torch.Tensor, excluded: torch.Tensor | None = None) -> torch.Tensor:
-    """-log(softmax(O)_i + 1e-24) without the excluded columns; apply the logQ correction to ``scores`` first."""
-    if excluded is not None:
-        scores = scores.masked_fill(excluded, float("-inf"))
+def cross_entropy(scores: torch.Tensor) -> torch.Tensor:
+    """-log(softmax(O)_i + 1e-24); -inf columns drop out. Apply the logQ correction to ``scores`` first."""
     return -(torch.softmax(scores, dim=1).diagonal() + EPSILON).log().mean()
 
 
-def bpr_max(scores: torch.Tensor, bpreg: float, excluded: torch.Tensor | None = None) -> torch.Tensor:
+def bpr_max(scores: torch.Tensor, bpreg: float) -> torch.Tensor:
     """-log(sum_j s_j sigmoid(o_i - o_j) + 1e-24) + bpreg * sum_j s_j o_j^2, s = softmax over negatives."""
-    negatives = _negatives(scores, excluded)
+    scores, negatives = _negatives(scores)
     weights = _negative_softmax(scores, negatives)
     ranked = (weights * torch.sigmoid(_target_scores(scores) - scores)).sum(dim=1)
     regulariser = (weights * scores.square()).sum(dim=1)
-    return _mean_over_rows_with_negatives(-(ranked + EPSILON).log() + bpreg * regulariser, negatives)
+    row_losses = -(ranked + EPSILON).log() + bpreg * regulariser
+    return (row_losses * negatives.any(dim=1)).mean()
 
 
-def top1_max(scores: torch.Tensor, excluded: torch.Tensor | None = None) -> torch.Tensor:
+def top1_max(scores: torch.Tensor) -> torch.Tensor:
     """sum_j s_j (sigmoid(o_j - o_i) + sigmoid(o_j^2)), s = softmax over negatives."""
-    weights = _negative_softmax(scores, _negatives(scores, excluded))
+    scores, negatives = _negatives(scores)
+    weights = _negative_softmax(scores, negatives)
     terms = torch.sigmoid(scores - _target_scores(scores)) + torch.sigmoid(scores.square())
     return (weights * terms).sum(dim=1).mean()
 
@@ -96,26 +103,33 @@ def _mean_over_negatives(terms: torch.Tensor, negatives: torch.Tensor) -> torch.
     return ((terms * negatives).sum(dim=1) / counts).mean()
 
 
-def bpr(scores: torch.Tensor, excluded: torch.Tensor | None = None) -> torch.Tensor:
+def bpr(scores: torch.Tensor) -> torch.Tensor:
     """2016 BPR: -mean_j log sigmoid(o_i - o_j) over the row's negatives."""
-    return -_mean_over_negatives(F.logsigmoid(_target_scores(scores) - scores), _negatives(scores, excluded))
+    scores, negatives = _negatives(scores)
+    return -_mean_over_negatives(F.logsigmoid(_target_scores(scores) - scores), negatives)
 
 
-def top1(scores: torch.Tensor, excluded: torch.Tensor | None = None) -> torch.Tensor:
+def top1(scores: torch.Tensor) -> torch.Tensor:
     """2016 TOP1: mean_j (sigmoid(o_j - o_i) + sigmoid(o_j^2)) over the row's negatives."""
+    scores, negatives = _negatives(scores)
     terms = torch.sigmoid(scores - _target_scores(scores)) + torch.sigmoid(scores.square())
-    return _mean_over_negatives(terms, _negatives(scores, excluded))
+    return _mean_over_negatives(terms, negatives)
+
+
+def _elu_keeping_excluded(scores: torch.Tensor, alpha: float) -> torch.Tensor:
+    """elu(O, alpha), leaving -inf columns at -inf (elu would map them to -alpha, a real score)."""
+    return torch.where(torch.isfinite(scores), F.elu(scores, alpha=alpha), scores)
 
 
 def make_loss(name: str, bpreg: float = 1.0, elu_param: float = 0.0) -> Loss:
-    """The loss ``name`` as a function of (scores, excluded); ranking losses first apply elu(O, elu_param) if > 0."""
+    """The loss ``name`` as a function of the scores; ranking losses first apply elu(O, elu_param) if > 0."""
     if name == "cross-entropy":
         return cross_entropy
-    ranking: dict[str, Loss] = {"bpr-max": lambda o, excluded=None: bpr_max(o, bpreg, excluded),
-                                "top1-max": top1_max, "bpr": bpr, "top1": top1}
+    ranking: dict[str, Loss] = {"bpr-max": lambda o: bpr_max(o, bpreg), "top1-max": top1_max, "bpr": bpr,
+                                "top1": top1}
     if name not in ranking:
         raise ValueError(f"unknown loss {name!r}; expected one of {LOSSES}")
     loss = ranking[name]
     if elu_param > 0:
-        return lambda o, excluded=None: loss(F.elu(o, alpha=elu_param), excluded)
+        return lambda o: loss(_elu_keeping_excluded(o, elu_param))
     return loss

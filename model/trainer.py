@@ -27,7 +27,7 @@ import torch
 
 from model.batcher import Batch, SessionParallelBatches, plan_epoch
 from model.data import SessionDataset
-from model.losses import LOSSES, accidental_hits, logq_tables, make_loss
+from model.losses import LOSSES, column_scores, logq_tables, make_loss
 from model.network import GRU4Rec, GRU4RecConfig
 from model.optim import OPTIMIZERS, ItemRows, make_optimizer
 from model.sampler import NegativeSampler
@@ -200,13 +200,12 @@ class _Run:
         rows = ItemRows(torch.cat((batch.inputs, batch.targets, negatives)))
         inputs, columns = rows.inverse[:size], rows.inverse[size:]
         output, hidden = model.step_rows(rows.gather(model.input_table).index_select(0, inputs), hidden)
-        scores = model.score_rows(output, rows.gather(model.item_embedding), rows.gather(model.item_bias))
-        scores = scores.index_select(1, columns)
+        item_scores = model.score_rows(output, rows.gather(model.item_embedding), rows.gather(model.item_bias))
+        scores = column_scores(item_scores, columns, self.params.remove_accidental_hits)
         if self.logq_targets is not None:
             scores = scores - torch.cat((self.logq_targets.index_select(0, batch.targets),
                                          self.logq_negatives.index_select(0, negatives)))
-        excluded = accidental_hits(columns, size) if self.params.remove_accidental_hits else None
-        loss = self.loss(scores, excluded)
+        loss = self.loss(scores)
         loss.backward()
         self.optimizer.step(rows)
         self.optimizer.zero_grad()

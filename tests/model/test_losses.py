@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.losses import accidental_hits, bpr, bpr_max, cross_entropy, logq_tables, make_loss, top1, top1_max
+from model.losses import bpr, bpr_max, column_scores, cross_entropy, logq_tables, make_loss, top1, top1_max
 
 
 def sigmoid(x: float) -> float:
@@ -156,32 +156,55 @@ def test_elu_is_ignored_by_cross_entropy(scores: torch.Tensor) -> None:
     assert make_loss("cross-entropy", elu_param=1.0)(scores).item() == cross_entropy(scores).item()
 
 
-def test_accidental_hits_mark_other_columns_with_the_rows_target_item() -> None:
-    # Rows' targets: items 7, 3, 7; extra samples: 3, 9, 7.
-    hits = accidental_hits(torch.tensor([7, 3, 7, 3, 9, 7]), n_rows=3)
-    assert hits.tolist() == [[False, False, True, False, False, True],
-                             [False, False, False, True, False, False],
-                             [True, False, False, False, False, True]]
+def test_column_scores_spread_item_scores_and_remove_accidental_hits() -> None:
+    # 3 rows over 4 distinct items; rows' targets are items 2, 0, 2, then samples of items 0, 3, 2.
+    item_scores = torch.arange(12, dtype=torch.float64).view(3, 4)
+    columns = torch.tensor([2, 0, 2, 0, 3, 2])
+    assert column_scores(item_scores, columns, remove_accidental_hits=False).tolist() == \
+        [[2, 0, 2, 0, 3, 2], [6, 4, 6, 4, 7, 6], [10, 8, 10, 8, 11, 10]]
+    inf = float("-inf")
+    assert column_scores(item_scores, columns, remove_accidental_hits=True).tolist() == \
+        [[2, 0, inf, 0, 3, inf], [6, 4, 6, inf, 7, 6], [inf, 8, 10, 8, 11, inf]]
+
+
+def test_removed_hits_pass_no_gradient() -> None:
+    item_scores = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    columns = torch.tensor([2, 0, 2, 0, 3, 2])
+    cross_entropy(column_scores(item_scores, columns, remove_accidental_hits=True)).backward()
+    assert torch.isfinite(item_scores.grad).all()
+    # Row 0 keeps item 2 only as its target (column 0), beside item 0 twice and item 3 once.
+    o = item_scores.detach()[0].tolist()
+    target_share = math.exp(o[2]) / (math.exp(o[2]) + 2 * math.exp(o[0]) + math.exp(o[3]))
+    assert item_scores.grad[0, 2].item() == pytest.approx((target_share - 1) / 3, rel=1e-9)
+
+
+def excluded_scores(scores: torch.Tensor, excluded: Excluded) -> torch.Tensor:
+    scores = scores.clone()
+    for i, j in excluded:
+        scores[i, j] = float("-inf")
+    return scores
 
 
 @pytest.mark.parametrize("name", ["cross-entropy", "bpr-max", "top1-max", "bpr", "top1"])
-def test_excluded_columns_are_left_out_of_the_negatives(name: str, scores: torch.Tensor) -> None:
+@pytest.mark.parametrize("elu_param", [0.0, 0.5])
+def test_columns_scored_minus_infinity_are_left_out(name: str, elu_param: float, scores: torch.Tensor) -> None:
     excluded = {(0, 2), (0, 5), (1, 3), (2, 0)}
-    mask = torch.zeros(scores.shape, dtype=torch.bool)
-    for i, j in excluded:
-        mask[i, j] = True
-    loss = make_loss(name, bpreg=1.0)(scores, mask).item()
-    assert loss == pytest.approx(naive(ROW_LOSSES[name], scores.tolist(), excluded), rel=1e-12)
-    assert loss != pytest.approx(naive(ROW_LOSSES[name], scores.tolist()), rel=1e-6), "the exclusion changes the loss"
+    leaf = excluded_scores(scores, excluded).requires_grad_()
+    loss = make_loss(name, bpreg=1.0, elu_param=elu_param)(leaf)
+    loss.backward()
+    rows = scores.tolist()
+    if elu_param and name != "cross-entropy":
+        rows = [[o if o > 0 else elu_param * (math.exp(o) - 1) for o in row] for row in rows]
+    assert loss.item() == pytest.approx(naive(ROW_LOSSES[name], rows, excluded), rel=1e-12)
+    assert loss.item() != pytest.approx(naive(ROW_LOSSES[name], rows), rel=1e-6), "the exclusion changes the loss"
+    assert torch.isfinite(leaf.grad).all() and all(leaf.grad[i, j] == 0 for i, j in excluded)
 
 
 @pytest.mark.parametrize("name", ["cross-entropy", "bpr-max", "top1-max", "bpr", "top1"])
 def test_a_row_whose_columns_are_all_excluded_adds_nothing(name: str, scores: torch.Tensor) -> None:
-    mask = torch.zeros(scores.shape, dtype=torch.bool)
-    mask[1] = True
-    mask[1, 1] = False  # the row's own target is never excluded
-    leaf = scores.clone().requires_grad_()
-    loss = make_loss(name, bpreg=1.0)(leaf, mask)
+    excluded = {(1, j) for j in range(scores.shape[1]) if j != 1}
+    leaf = excluded_scores(scores, excluded).requires_grad_()
+    loss = make_loss(name, bpreg=1.0)(leaf)
     loss.backward()
     assert loss.item() == pytest.approx(naive(ROW_LOSSES[name], scores.tolist(), skip=1), rel=1e-12)
     assert torch.isfinite(leaf.grad).all() and (leaf.grad[1] == 0).all()
