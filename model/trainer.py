@@ -66,6 +66,7 @@ class TrainParams:
     training usually does; the original implementation keeps them. On the Yoochoose sample with the rsc15
     preset, removing them raised MRR@20 by 0.005 and Recall@20 by 0.003 on its tuning split (4 seeds),
     and MRR@20 by 0.003 with Recall@20 unchanged (-0.0007) on its test split (12 seeds).
+    It costs about 10% of CPU training throughput (8.5k instead of 9.5k pairs/s there).
     """
 
     loss: str = "cross-entropy"
