@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from model.batcher import Batch
 from model.data import SessionDataset
 from model.evaluate import evaluate
 from model.network import GRU4Rec, GRU4RecScorer
 from model.presets import PRESETS
-from model.trainer import CHECKPOINT_FILE, EpochStats, TrainParams, resolve_device, train
+from model.trainer import CHECKPOINT_FILE, EpochStats, TrainParams, _Run, resolve_device, train
 
 N_ITEMS = 40
 SMALL = {"layers": (24,), "batch_size": 16, "epochs": 2, "n_sample": 16, "learning_rate": 0.1,
@@ -88,6 +89,29 @@ def test_accidental_hits_are_removed_by_default_and_can_be_kept(data: SessionDat
     assert not torch.equal(removed.item_embedding, kept.item_embedding)
     assert removed_stats[1].loss < removed_stats[0].loss and kept_stats[1].loss < kept_stats[0].loss
     assert removed_stats[0].loss < kept_stats[0].loss, "copies of the target no longer compete with it"
+
+
+def dense_gradients_of_one_step(data: SessionDataset, batch_size: int, batch: Batch) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    params = TrainParams(**{**SMALL, "batch_size": batch_size, "n_sample": 0, "dropout_hidden": 0.0})
+    run = _Run(data, params, torch.device("cpu"))
+    captured: dict[str, torch.Tensor] = {}
+
+    def capture(rows: object) -> None:
+        captured.update({name: p.grad.clone() for name, p in run.model.named_parameters() if p.grad is not None})
+
+    run.optimizer.step = capture
+    run.step(batch, run.model.init_hidden(len(batch.inputs)))
+    return captured
+
+
+def test_every_pair_weighs_the_same_when_the_batch_shrinks(data: SessionDataset) -> None:
+    """A step of 2 rows with 8 slots (the shrinking tail) counts 2/8 of a full step, not a whole one."""
+    batch = Batch(inputs=torch.tensor([3, 9]), targets=torch.tensor([4, 10]), carry=torch.zeros(2, 1), keep=None)
+    tail, full = dense_gradients_of_one_step(data, 8, batch), dense_gradients_of_one_step(data, 2, batch)
+    assert tail.keys() == full.keys() and tail
+    for name in full:
+        assert torch.allclose(tail[name], full[name] * (2 / 8), rtol=1e-5, atol=1e-8), name
 
 
 def test_training_leaves_the_global_rng_alone(data: SessionDataset) -> None:
