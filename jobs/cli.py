@@ -12,3 +12,9 @@ def parse_day(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected a day YYYY-MM-DD, got {text!r}") from exc
+
+
+def add_master_argument(parser: argparse.ArgumentParser) -> None:
+    """``--master``: None keeps spark-submit's master, and :func:`jobs.spark.build_session` else uses local[*]."""
+    parser.add_argument("--master", default=None,
+                        help="Spark master (default: spark-submit's --master, else local[*])")

@@ -55,8 +55,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, LongType, StringType
 
 from jobs import warehouse
-from jobs.cli import parse_day
-from jobs.spark import build_session
+from jobs.cli import add_master_argument, parse_day
+from jobs.spark import job_session
 from model.data import VOCABULARY_FILE, Vocabulary, read_vocabulary
 from sessionrec.config import Settings, load_settings
 
@@ -363,8 +363,7 @@ def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Names
                         help="duckdb:///abs/path.duckdb or postgresql://... (default: the settings' URL)")
     parser.add_argument("--include-last-item", action="store_true",
                         help="let a session's own last item be recommended (excluded by default)")
-    parser.add_argument("--master", default=None,
-                        help="Spark master (default: spark-submit's --master, else local[*])")
+    add_master_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -372,14 +371,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
     args = parse_args(argv, settings)
-    spark = build_session("score", master=args.master, scratch=settings.home / "spark",
-                          driver_memory=settings.spark_driver_memory)
-    try:
+    with job_session("score", args.master, settings) as spark:
         record = score_day(spark, args.lake, args.ds, args.model_uri, args.top_k,
                            exclude_last=settings.exclude_last_item and not args.include_last_item,
                            warehouse_url=args.warehouse, tracking_uri=settings.mlflow_tracking_uri)
-    finally:
-        spark.stop()
     print(json.dumps(record, sort_keys=True))
     return 0
 

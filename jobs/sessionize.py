@@ -38,7 +38,7 @@ if __name__ == "__main__" and importlib.util.find_spec("sessionrec") is None:
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from jobs.cli import parse_day
+from jobs.cli import add_master_argument, parse_day
 from jobs.lake import midnight, replace_by_rename, require_micros_timestamps, staging_folder, write_text
 from jobs.raw_input import (
     EVENT_TIME,
@@ -55,7 +55,7 @@ from jobs.raw_input import (
     read_landing_days,
     used_events,
 )
-from jobs.spark import build_session
+from jobs.spark import job_session
 from sessionrec.config import Settings, load_settings
 
 logger = logging.getLogger(__name__)
@@ -292,8 +292,7 @@ def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Names
                         help="keep consecutive repeats of an item within a session")
     parser.add_argument("--max-quarantine-share", type=float, default=settings.max_quarantine_share,
                         help="fail when a larger share of day D's rows is rejected (default: %(default)s)")
-    parser.add_argument("--master", default=None,
-                        help="Spark master (default: spark-submit's, else local[*])")
+    add_master_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -302,14 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = load_settings()
     args = parse_args(argv, settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    reusing = SparkSession.getActiveSession() is not None
-    spark = build_session("sessionize", master=args.master, driver_memory=settings.spark_driver_memory)
-    try:
+    with job_session("sessionize", args.master, settings) as spark:
         stats = sessionize(spark, args.raw, args.lake, args.ds, gap_minutes=args.gap_minutes,
                            keep_repeats=args.keep_repeats, max_quarantine_share=args.max_quarantine_share)
-    finally:
-        if not reusing:
-            spark.stop()
     print(f"sessionize {args.ds}: {stats['rows_read']} rows read, {stats['rows_quarantined']} quarantined, "
           f"{stats['sessions']} sessions, {stats['events']} events -> {stats['outputs']['sessions']}")
     return 0

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+    from sessionrec.config import Settings
 
 # Parquet timestamps as UTC-adjusted INT64 microseconds: Spark's default, INT96, reads back without a zone
 # in pyarrow (docs/CONTRACTS.md wants UTC timestamps).
@@ -59,3 +63,22 @@ def build_session(app_name: str, master: str | None = None, scratch: Path | None
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     return session
+
+
+@contextmanager
+def job_session(app_name: str, master: str | None, settings: Settings) -> Iterator[SparkSession]:
+    """The session of a job's ``main``: scratch under the settings' home, their driver memory.
+
+    It is stopped at the end only if this call started it, so a caller's running session (a test's
+    shared one) survives.
+    """
+    from pyspark.sql import SparkSession
+
+    reusing = SparkSession.getActiveSession() is not None
+    spark = build_session(app_name, master=master, scratch=settings.home / "spark",
+                          driver_memory=settings.spark_driver_memory)
+    try:
+        yield spark
+    finally:
+        if not reusing:
+            spark.stop()

@@ -56,9 +56,9 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, LongType, StringType, TimestampType
 
-from jobs.cli import parse_day
+from jobs.cli import add_master_argument, parse_day
 from jobs.lake import exists, midnight, replace_by_rename, require_micros_timestamps, staging_folder, upload
-from jobs.spark import build_session
+from jobs.spark import job_session
 from model.data import VOCABULARY_FILE, Vocabulary, write_vocabulary
 from sessionrec.config import Settings, load_settings
 
@@ -361,8 +361,7 @@ def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Names
                         help="minimum events per item in train (default: %(default)s)")
     parser.add_argument("--min-session-length", type=int, default=settings.min_session_length,
                         help="minimum events per session (default: %(default)s)")
-    parser.add_argument("--master", default=None,
-                        help="Spark master (default: spark-submit's --master, else local[*])")
+    add_master_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -371,14 +370,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("py4j").setLevel(logging.WARNING)
     settings = load_settings()
     args = parse_args(argv, settings)
-    spark = build_session("training_set", master=args.master, scratch=settings.home / "spark",
-                          driver_memory=settings.spark_driver_memory)
-    try:
+    with job_session("training_set", args.master, settings) as spark:
         stats = build_training_set(spark, args.lake, args.ds, days=args.days,
                                    min_item_support=args.min_item_support,
                                    min_session_length=args.min_session_length)
-    finally:
-        spark.stop()
     print(json.dumps({"ds": stats["ds"], "splits": stats["splits"], "filter_rounds": stats["filter_rounds"]}))
     return 0
 
