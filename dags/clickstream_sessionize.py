@@ -27,7 +27,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.providers.standard.sensors.filesystem import FileSensor
 from airflow.sdk import DAG, CronTriggerTimetable, task
 from airflow.sdk.exceptions import AirflowFailException
@@ -35,9 +34,10 @@ from dag_support.assets import sessions_asset
 from dag_support.checks import DataCheckError, check_session_stats
 from dag_support.lake import read_json
 from dag_support.params import day_param
+from dag_support.spark import RUN_DAY, spark_job
 from dag_support.tasks import resolve_day
 
-from sessionrec.config import PROJECT_ROOT, load_settings
+from sessionrec.config import load_settings
 
 settings = load_settings()
 sessions = sessions_asset(settings)
@@ -61,7 +61,7 @@ with DAG(
     landing = FileSensor(
         task_id="wait_for_landing_zone",
         task_display_name="Wait for the landing zone",
-        filepath=LANDING_DAY_FILES.format(raw=settings.raw, ds="{{ ti.xcom_pull(task_ids='resolve_day') }}"),
+        filepath=LANDING_DAY_FILES.format(raw=settings.raw, ds=RUN_DAY),
         deferrable=True,
         poke_interval=300,
         timeout=int(timedelta(hours=6).total_seconds()),
@@ -69,22 +69,10 @@ with DAG(
         retries=0,
     )
 
-    sessionize = SparkSubmitOperator(
-        task_id="sessionize",
-        task_display_name="Sessionize (Spark)",
-        conn_id="spark_default",
-        application=str(PROJECT_ROOT / "jobs" / "sessionize.py"),
-        name="sessionize-{{ ti.xcom_pull(task_ids='resolve_day') }}",
-        application_args=["--raw", settings.raw, "--lake", settings.lake, "--ds", day,
-                          "--gap-minutes", str(settings.gap_minutes),
-                          "--max-quarantine-share", str(settings.max_quarantine_share)],
-        driver_memory=settings.spark_driver_memory,
-        conf={"spark.ui.showConsoleProgress": "false", "spark.log.level": "WARN"},
-        # The job inherits the worker's environment (SESSIONREC_* settings, PYSPARK_PYTHON) and imports
-        # the project's modules.
-        env_vars={"PYTHONPATH": str(PROJECT_ROOT)},
-        execution_timeout=timedelta(hours=2),
-    )
+    sessionize = spark_job(settings, "sessionize", "sessionize", "Sessionize (Spark)",
+                           ["--raw", settings.raw, "--lake", settings.lake, "--ds", day,
+                            "--gap-minutes", str(settings.gap_minutes),
+                            "--max-quarantine-share", str(settings.max_quarantine_share)])
 
     @task(outlets=[sessions], task_display_name="Check the stats")
     def check_stats(day: str, outlet_events: Any = None) -> dict[str, Any]:

@@ -24,16 +24,16 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, task
 from airflow.sdk.exceptions import AirflowFailException
 from dag_support.assets import model_asset, recommendations_asset
 from dag_support.checks import DataCheckError, check_recommendations
 from dag_support.lake import read_json
 from dag_support.params import scoring_params
+from dag_support.spark import spark_job
 from dag_support.tasks import resolve_day
 
-from sessionrec.config import PROJECT_ROOT, load_settings
+from sessionrec.config import load_settings
 
 settings = load_settings()
 recommendations = recommendations_asset()
@@ -72,21 +72,9 @@ with DAG(
 
     model_uri = resolve_model()
 
-    score = SparkSubmitOperator(
-        task_id="score",
-        task_display_name="Score the sessions (Spark)",
-        conn_id="spark_default",
-        application=str(PROJECT_ROOT / "jobs" / "score.py"),
-        name="score-{{ ti.xcom_pull(task_ids='resolve_day') }}",
-        application_args=["--lake", settings.lake, "--ds", day, "--model-uri", model_uri,
-                          "--top-k", "{{ params.top_k }}"],
-        driver_memory=settings.spark_driver_memory,
-        conf={"spark.ui.showConsoleProgress": "false", "spark.log.level": "WARN"},
-        # The job inherits the worker's environment (SESSIONREC_* settings, PYSPARK_PYTHON) and imports
-        # the project's modules.
-        env_vars={"PYTHONPATH": str(PROJECT_ROOT)},
-        execution_timeout=timedelta(hours=2),
-    )
+    score = spark_job(settings, "score", "score", "Score the sessions (Spark)",
+                      ["--lake", settings.lake, "--ds", day, "--model-uri", model_uri,
+                       "--top-k", "{{ params.top_k }}"])
 
     @task(outlets=[recommendations], task_display_name="Check the warehouse partition")
     def check_partition(day: str, outlet_events: Any = None) -> dict[str, Any]:

@@ -26,13 +26,13 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import DAG, task
 from dag_support.assets import model_asset, sessions_asset
 from dag_support.params import training_overrides, training_params
+from dag_support.spark import spark_job
 from dag_support.tasks import resolve_day
 
-from sessionrec.config import PROJECT_ROOT, load_settings
+from sessionrec.config import load_settings
 
 settings = load_settings()
 model = model_asset(settings)
@@ -51,22 +51,10 @@ with DAG(
 ):
     day = resolve_day()
 
-    training_set = SparkSubmitOperator(
-        task_id="build_training_set",
-        task_display_name="Build the training set (Spark)",
-        conn_id="spark_default",
-        application=str(PROJECT_ROOT / "jobs" / "training_set.py"),
-        name="training-set-{{ ti.xcom_pull(task_ids='resolve_day') }}",
-        application_args=["--lake", settings.lake, "--ds", day, "--days", "{{ params.training_days }}",
-                          "--min-item-support", str(settings.min_item_support),
-                          "--min-session-length", str(settings.min_session_length)],
-        driver_memory=settings.spark_driver_memory,
-        conf={"spark.ui.showConsoleProgress": "false", "spark.log.level": "WARN"},
-        # The job inherits the worker's environment (SESSIONREC_* settings, PYSPARK_PYTHON) and imports
-        # the project's modules.
-        env_vars={"PYTHONPATH": str(PROJECT_ROOT)},
-        execution_timeout=timedelta(hours=2),
-    )
+    training_set = spark_job(settings, "build_training_set", "training_set", "Build the training set (Spark)",
+                             ["--lake", settings.lake, "--ds", day, "--days", "{{ params.training_days }}",
+                              "--min-item-support", str(settings.min_item_support),
+                              "--min-session-length", str(settings.min_session_length)])
 
     @task(pool=settings.gpu_pool, queue=settings.gpu_queue, retries=2,
           execution_timeout=timedelta(hours=8), task_display_name="Train and evaluate GRU4Rec")

@@ -1,1 +1,1 @@
-"""Helpers shared by the DAG files: assets, the run's day, Params, data checks. Cheap to import."""
+"""Helpers shared by the DAG files: assets, the run's day, Params, data checks, Spark job tasks. Cheap to import."""
