@@ -9,13 +9,14 @@ from __future__ import annotations
 
 _COMMON = {"constrained_embedding": True, "embedding": 0, "n_sample": 2048, "epochs": 10}
 
+_RSC15 = {**_COMMON, "loss": "cross-entropy", "elu_param": 0.0, "layers": (100,), "batch_size": 32,
+          "dropout_embed": 0.0, "dropout_hidden": 0.4, "learning_rate": 0.2, "momentum": 0.2, "sample_alpha": 0.5,
+          "bpreg": 0.0, "logq": 1.0}
+
 PRESETS: dict[str, dict] = {
-    "default": {**_COMMON, "loss": "cross-entropy", "elu_param": 0.0, "layers": (100,), "batch_size": 32,
-                "dropout_embed": 0.0, "dropout_hidden": 0.4, "learning_rate": 0.2, "momentum": 0.2,
-                "sample_alpha": 0.5, "bpreg": 1.0, "logq": 1.0, "optimizer": "adagrad", "seed": 1},
-    "rsc15": {**_COMMON, "loss": "cross-entropy", "elu_param": 0.0, "layers": (100,), "batch_size": 32,
-              "dropout_embed": 0.0, "dropout_hidden": 0.4, "learning_rate": 0.2, "momentum": 0.2,
-              "sample_alpha": 0.5, "bpreg": 0.0, "logq": 1.0},
+    # bpreg only matters to bpr-max: the default keeps the value that suits it if --loss bpr-max is given.
+    "default": {**_RSC15, "bpreg": 1.0, "optimizer": "adagrad", "seed": 1},
+    "rsc15": _RSC15,
     "yoochoose": {**_COMMON, "loss": "cross-entropy", "elu_param": 0.0, "layers": (480,), "batch_size": 48,
                   "dropout_embed": 0.0, "dropout_hidden": 0.2, "learning_rate": 0.07, "momentum": 0.0,
                   "sample_alpha": 0.2, "bpreg": 0.0, "logq": 1.0},
