@@ -22,7 +22,12 @@ def shared_data() -> Path:
     """The real clickstream samples (read in place, never copied into the project)."""
     root = Path(os.environ.get("SESSIONREC_SHARED_DATA", SHARED_DATA))
     if not root.is_dir():
-        pytest.fail(f"real data samples not found at {root}; set SESSIONREC_SHARED_DATA")
+        reason = (f"real clickstream samples not found: no folder {root} (the team's shared/data folder "
+                  "beside the clone, holding yoochoose-rsc15-100k/ and diginetica-sample/, not "
+                  "redistributable); set SESSIONREC_SHARED_DATA to where they are")
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI must have them")
+        pytest.skip(reason)
     return root
 
 
