@@ -89,7 +89,7 @@ def write_model(directory: Path, n_items: int, hidden: int) -> None:
     from model.artifacts import save_model
     from model.data import Vocabulary
     from model.network import GRU4Rec, GRU4RecConfig
-    from model.trainer import TrainParams
+    from training.trainer import TrainParams
 
     torch.manual_seed(0)
     counts = np.maximum(1, (1e6 / (np.arange(n_items) + 10.0) ** 0.9).astype(np.int64))

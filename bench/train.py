@@ -13,10 +13,10 @@ Parts (all by default):
   (``remove_accidental_hits`` false): the like-for-like comparison with the authors' figures;
 - ``bpr-max``: the same with the BPR-max loss (elu 0.5, bpreg 1, learning rate 0.05 as in the authors'
   BPR-max presets; not tuned on this data);
-- ``baselines``: every baseline of ``model/baselines.py`` on the same split;
+- ``baselines``: every baseline of ``training/baselines.py`` on the same split;
 - ``pipeline``: the sample through the pipeline instead: ``jobs.landing --format yoochoose-prepared``,
   ``jobs.sessionize --keep-repeats`` per day and ``jobs.training_set --ds 2014-04-07`` (its own time split:
-  test = sessions starting on 2014-04-07), then GRU4Rec (rsc15) and the baselines via ``model.experiment.run``;
+  test = sessions starting on 2014-04-07), then GRU4Rec (rsc15) and the baselines via ``training.experiment.run``;
 - ``generated``: training throughput on ``--events`` generated events (``jobs.generate``, sessions by the
   30-minute gap per visitor) for one epoch of the rsc15 preset.
 
@@ -43,12 +43,12 @@ import torch
 
 from bench.common import in_fresh_process, machine, write_results
 from jobs.readers import iter_events
-from model.baselines import BASELINES, fit_baselines
 from model.data import SessionDataset, Vocabulary, dataset_from_table
-from model.evaluate import evaluate
 from model.network import GRU4RecScorer
-from model.presets import PRESETS
-from model.trainer import TrainParams, torch_threads, train
+from training.baselines import BASELINES, fit_baselines
+from training.evaluate import evaluate
+from training.presets import PRESETS
+from training.trainer import TrainParams, torch_threads, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "yoochoose-rsc15-100k"
@@ -129,7 +129,7 @@ def measure_pipeline(epochs: int, threads: int) -> dict[str, Any]:
     from jobs.sessionize import sessionize
     from jobs.spark import build_session
     from jobs.training_set import build_training_set
-    from model.experiment import run
+    from training.experiment import run
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as scratch:
         raw, lake = f"{scratch}/raw", f"{scratch}/lake"

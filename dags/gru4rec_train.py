@@ -60,13 +60,13 @@ with DAG(
           execution_timeout=timedelta(hours=8), task_display_name="Train and evaluate GRU4Rec")
     def train(day: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Train (resuming from a checkpoint on retry), evaluate with baselines, log the MLflow run."""
-        from model.pipeline import train_and_log
+        from lifecycle.pipeline import train_and_log
 
         return train_and_log(settings, date.fromisoformat(day), overrides=training_overrides(params or {}))
 
     @task(task_display_name="Register the model version")
     def register(trained: dict[str, Any], day: str) -> int:
-        from model.pipeline import register as register_version
+        from lifecycle.pipeline import register as register_version
 
         return register_version(settings, trained["run_id"], date.fromisoformat(day))
 
@@ -74,7 +74,7 @@ with DAG(
     def gate(version: int, day: str, params: dict[str, Any] | None = None,
              outlet_events: Any = None) -> dict[str, Any]:
         """Promote or not; record the decision with the model asset event."""
-        from model.pipeline import gate as decide
+        from lifecycle.pipeline import gate as decide
 
         decision = decide(settings, version, date.fromisoformat(day),
                           force=bool((params or {}).get("force_promote")))

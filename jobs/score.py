@@ -98,7 +98,7 @@ def parse_model_uri(model_uri: str) -> tuple[str, str | None, str | None]:
 
 
 def _use_registry(tracking_uri: str) -> None:
-    """Point this process's MLflow tracking and registry at ``tracking_uri`` (as model/tracking.py does)."""
+    """Point this process's MLflow tracking and registry at ``tracking_uri`` (as lifecycle/tracking.py does)."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri)

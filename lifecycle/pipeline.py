@@ -1,7 +1,7 @@
 """The nightly training stages as plain functions: train and log, register, gate.
 
 The ``gru4rec_train`` DAG runs each as its own task (so a failed gate does not retrain) and ``python -m
-model.train`` runs all three. They pass small values between them (a run id, a version number), never
+training.train`` runs all three. They pass small values between them (a run id, a version number), never
 data: the training set and the model live in the lake and in MLflow.
 
 A retried training task resumes from the last complete epoch: checkpoints live under
@@ -19,12 +19,13 @@ from typing import Any
 
 import mlflow.models
 
-from model.experiment import TrainingResult, run
-from model.presets import PRESETS
-from model.registry import CHAMPION, aliased_version, force_promote, gate_and_promote, register_version
-from model.tracking import connect, training_run
-from model.trainer import EpochStats, TrainParams, resolve_device
+from lifecycle.registry import CHAMPION, aliased_version, force_promote, gate_and_promote, register_version
+from lifecycle.tracking import connect, training_run
+from model.device import resolve_device
 from sessionrec.config import Settings
+from training.experiment import TrainingResult, run
+from training.presets import PRESETS
+from training.trainer import EpochStats, TrainParams
 
 logger = logging.getLogger(__name__)
 

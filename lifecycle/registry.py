@@ -18,8 +18,8 @@ can force a promotion, recorded as ``gate_decision=forced`` with the user's name
 
 CLI::
 
-    python -m model.registry show [--model gru4rec]
-    python -m model.registry promote --model gru4rec --version N [--training-dir DIR] [--force] [--reason TEXT]
+    python -m lifecycle.registry show [--model gru4rec]
+    python -m lifecycle.registry promote --model gru4rec --version N [--training-dir DIR] [--force] [--reason TEXT]
 
 ``promote`` exits with 0 when the version is (or already was) the champion and 1 when the gate refused it.
 """
@@ -48,15 +48,15 @@ from mlflow.models.model import ModelInfo
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
+from lifecycle.tracking import connect, metric_key
 from model.artifacts import load_model
-from model.baselines import fit_baselines
 from model.data import VOCABULARY_FILE, Vocabulary, dataset_from_table, load_split, read_vocabulary
-from model.evaluate import SessionScorer, evaluate
+from model.device import resolve_device
 from model.network import GRU4RecScorer
 from model.packaging import download_model_dir
-from model.tracking import connect, metric_key
-from model.trainer import resolve_device
 from sessionrec.config import Settings, load_settings
+from training.baselines import fit_baselines
+from training.evaluate import SessionScorer, evaluate
 
 logger = logging.getLogger(__name__)
 
@@ -339,7 +339,7 @@ def training_dir_of(client: MlflowClient, model_name: str, version: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.registry", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lifecycle.registry", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     show = commands.add_parser("show", help="aliases and versions with their metrics")
     show.add_argument("--model", default=None, help="registered model name (default: Settings.model_name)")

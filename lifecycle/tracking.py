@@ -60,7 +60,7 @@ from model.packaging import log_gru4rec_model
 from sessionrec.config import PROJECT_ROOT, Settings
 
 if TYPE_CHECKING:
-    from model.trainer import EpochStats
+    from training.trainer import EpochStats
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ Item input is one of: one-hot (indexing the first layer's input weights), a sepa
 constrained (tied) embedding, where the output item matrix is also the input embedding. Dropout acts on
 the input embedding and on each layer's output, which is also the state the layer carries forward.
 Scores are the last layer's output times the output item embeddings plus an item bias. Item tables are
-indexed by row, so training can gather only the rows a mini-batch touches (see ``model/optim.py``).
+indexed by row, so training can gather only the rows a mini-batch touches (see ``training/optim.py``).
 """
 
 from __future__ import annotations

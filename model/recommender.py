@@ -28,8 +28,8 @@ import torch
 
 from model.artifacts import load_model
 from model.data import Vocabulary
+from model.device import resolve_device
 from model.network import GRU4Rec
-from model.trainer import resolve_device
 
 logger = logging.getLogger(__name__)
 

@@ -138,7 +138,7 @@ def plan_days(settings: Settings, days: list[date], window: int) -> Plan:
 def summary(settings: Settings, day: date) -> str:
     """Sessions, model metrics against baselines, the gate, warehouse rows, how to open the UIs."""
     from jobs.warehouse import connect, redact
-    from model.tracking import connect as connect_mlflow
+    from lifecycle.tracking import connect as connect_mlflow
 
     stats = json.loads((Path(settings.stats_dir) / f"ds={day.isoformat()}.json").read_text())
     lines = [f"Day {day.isoformat()}: {stats['sessions']} sessions, {stats['events']} events "

@@ -1,4 +1,4 @@
-"""Classic next-item baselines a session model has to beat, each a ``SessionScorer`` (model/evaluate.py).
+"""Classic next-item baselines a session model has to beat, each a ``SessionScorer`` (training/evaluate.py).
 
 ``pop``, ``spop``, ``iknn`` and ``bprmf`` are the baselines of Hidasi et al., ICLR 2016; ``sr`` and
 ``vsknn`` those of Ludewig & Jannach, "Evaluation of session-based recommendation algorithms", 2018.

@@ -1,6 +1,6 @@
 """One training experiment: load a training set split, train GRU4Rec, evaluate it beside the baselines.
 
-``run`` is what ``python -m model.train`` and the MLflow pipeline (model/pipeline.py) both call; it
+``run`` is what ``python -m training.train`` and the MLflow pipeline (lifecycle/pipeline.py) both call; it
 knows nothing about tracking, the registry or the command line.
 """
 
@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 
 from model.artifacts import save_model
-from model.baselines import BASELINES, fit_baselines
 from model.data import VOCABULARY_FILE, SessionDataset, Vocabulary, load_split, read_vocabulary
-from model.evaluate import evaluate
+from model.device import resolve_device
 from model.network import GRU4Rec, GRU4RecScorer
-from model.trainer import CPU_THREADS, EpochStats, TrainParams, resolve_device, torch_threads, train
+from training.baselines import BASELINES, fit_baselines
+from training.evaluate import evaluate
+from training.trainer import CPU_THREADS, EpochStats, TrainParams, torch_threads, train
 
 logger = logging.getLogger(__name__)
 

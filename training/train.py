@@ -1,11 +1,11 @@
 """Train GRU4Rec on a training set folder, evaluate it beside the baselines, and save the model.
 
-    python -m model.train --training-dir var/lake/training/ds=2026-11-21 [--split full|tuning]
+    python -m training.train --training-dir var/lake/training/ds=2026-11-21 [--split full|tuning]
         [--preset rsc15] [--loss cross-entropy] [--layers 100] ... [--device auto|cpu|cuda]
         [--output-dir DIR] [--checkpoint-dir DIR] [--report report.json]
 
 ``--split full`` trains on ``train`` and evaluates on ``test``; ``--split tuning`` trains on ``train_tr``
-and evaluates on ``valid``. Hyperparameters start from ``--preset`` (model/presets.py, default
+and evaluates on ``valid``. Hyperparameters start from ``--preset`` (training/presets.py, default
 ``default``); flags given explicitly override it. Every epoch prints its loss, training pairs per second
 and the evaluation metrics; the baselines are evaluated on the same split at the end.
 
@@ -26,14 +26,14 @@ from datetime import date
 from pathlib import Path
 from typing import TextIO
 
-from model.baselines import BASELINES
-from model.experiment import SPLITS, TrainingResult, run
-from model.losses import LOSSES
-from model.optim import OPTIMIZERS
-from model.pipeline import gate, register, track_experiment
-from model.presets import PRESETS
-from model.trainer import CPU_THREADS, EpochStats, TrainParams
+from lifecycle.pipeline import gate, register, track_experiment
 from sessionrec.config import load_settings
+from training.baselines import BASELINES
+from training.experiment import SPLITS, TrainingResult, run
+from training.losses import LOSSES
+from training.optim import OPTIMIZERS
+from training.presets import PRESETS
+from training.trainer import CPU_THREADS, EpochStats, TrainParams
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def format_summary(result: TrainingResult) -> str:
 
 
 def build_parser(default_device: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n", 1)[0])
     parser.add_argument("--training-dir", type=Path, required=True, help="training set folder (training/ds=D)")
     parser.add_argument("--split", choices=sorted(SPLITS), default="full",
                         help="full: train on train, evaluate on test; tuning: train_tr and valid")

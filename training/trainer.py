@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.batcher import Batch, SessionParallelBatches, plan_epoch
 from model.data import SessionDataset
-from model.losses import LOSSES, column_scores, logq_tables, make_loss
+from model.device import resolve_device
 from model.network import GRU4Rec, GRU4RecConfig
-from model.optim import OPTIMIZERS, ItemRows, make_optimizer
-from model.sampler import NegativeSampler
+from training.batcher import Batch, SessionParallelBatches, plan_epoch
+from training.losses import LOSSES, column_scores, logq_tables, make_loss
+from training.optim import OPTIMIZERS, ItemRows, make_optimizer
+from training.sampler import NegativeSampler
 
 logger = logging.getLogger(__name__)
 
@@ -137,21 +138,6 @@ class EpochStats:
     seconds: float
     pairs_per_s: float
     eval_metrics: dict[str, float] | None
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when present, else CPU; ``cpu``, ``cuda`` and ``cuda:N`` are checked."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError) as exc:
-        raise ValueError(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N") from exc
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {name!r}; expected auto, cpu, cuda or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available on this machine")
-    return device
 
 
 def data_fingerprint(data: SessionDataset) -> dict:

@@ -1,7 +1,7 @@
 """The Params of the DAGs: the trigger form in the UI and the JSON schema the REST API validates ``conf``
 against, so a bad value is refused when the run is triggered, not an hour into it.
 
-Defaults come from the settings and from the model's default preset (``model/presets.py``, which imports
+Defaults come from the settings and from the model's default preset (``training/presets.py``, which imports
 nothing heavy), so the form shows the values a run would use anyway.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from airflow.sdk import Param
 
-from model.presets import PRESETS
 from sessionrec.config import Settings
+from training.presets import PRESETS
 
-# The losses model/losses.py implements (importing it would load torch at parse time; a test keeps the
+# The losses training/losses.py implements (importing it would load torch at parse time; a test keeps the
 # two lists equal).
 LOSSES = ("cross-entropy", "bpr-max", "top1-max", "bpr", "top1")
 # A registry alias (champion, challenger, ...) or a version number.
@@ -73,7 +73,7 @@ def training_params(settings: Settings) -> dict[str, Param]:
 
 
 def training_overrides(params: dict) -> dict[str, object]:
-    """The run's Params as TrainParams field values (``model.trainer.TrainParams``)."""
+    """The run's Params as TrainParams field values (``training.trainer.TrainParams``)."""
     return {
         "epochs": params["epochs"],
         "loss": params["loss"],

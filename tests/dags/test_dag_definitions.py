@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from dag_test_support import describe_dags
 
-from model.presets import PRESETS
 from sessionrec.config import Settings
+from training.presets import PRESETS
 
 DAG_IDS = {"clickstream_sessionize", "gru4rec_train", "gru4rec_score"}
 PARSE_BUDGET_S = 2.0
@@ -149,7 +149,7 @@ def test_training_form_defaults_are_the_settings_and_the_default_preset(
 
 
 def test_the_loss_choices_are_the_losses_the_model_implements(report: dict[str, Any]) -> None:
-    from model.losses import LOSSES
+    from training.losses import LOSSES
 
     assert report["dags"]["gru4rec_train"]["params"]["loss"]["enum"] == list(LOSSES)
 

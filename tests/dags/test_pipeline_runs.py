@@ -28,7 +28,7 @@ def test_sessionize_dag_writes_and_checks_the_day(pipeline_run: PipelineRun) -> 
 
 
 def test_train_dag_logs_registers_and_promotes_a_model(pipeline_run: PipelineRun) -> None:
-    from model.tracking import connect
+    from lifecycle.tracking import connect
 
     settings, ds = pipeline_run.settings, pipeline_run.day.isoformat()
     assert (Path(settings.training_dir) / f"ds={ds}" / "items.parquet").is_file()

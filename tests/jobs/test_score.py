@@ -23,8 +23,8 @@ from model.artifacts import save_model
 from model.data import Vocabulary
 from model.network import GRU4Rec, GRU4RecConfig
 from model.packaging import log_gru4rec_model
-from model.trainer import TrainParams
 from sessionrec.config import load_settings
+from training.trainer import TrainParams
 
 DAY = date(2026, 11, 21)
 N_ITEMS = 30

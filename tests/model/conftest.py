@@ -30,8 +30,8 @@ from mlflow.tracking import MlflowClient
 from model.artifacts import save_model
 from model.data import Vocabulary, load_split, read_vocabulary, write_vocabulary
 from model.network import GRU4Rec
-from model.trainer import EpochStats, TrainParams, train
 from sessionrec.config import Settings, load_settings
+from training.trainer import EpochStats, TrainParams, train
 
 N_ITEMS = 60
 SPLIT_TIME = np.datetime64("2026-11-21T00:00:00", "us")

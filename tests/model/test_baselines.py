@@ -13,7 +13,8 @@ import pyarrow.csv as csv
 import pytest
 import torch
 
-from model.baselines import (
+from model.data import SessionDataset, Vocabulary, dataset_from_table
+from training.baselines import (
     BASELINES,
     BPRMF,
     VSKNN,
@@ -24,8 +25,7 @@ from model.baselines import (
     SPop,
     fit_baselines,
 )
-from model.data import SessionDataset, Vocabulary, dataset_from_table
-from model.evaluate import SessionScorer, evaluate
+from training.evaluate import SessionScorer, evaluate
 
 
 def make_dataset(sessions: list[list[int]], n_items: int) -> SessionDataset:

@@ -1,4 +1,4 @@
-"""What a mini-batch is made of: session-parallel rows (model/batcher.py) and sampled negatives (model/sampler.py)."""
+"""What a mini-batch is made of: session-parallel rows (training/batcher.py), negatives (training/sampler.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.batcher import SessionParallelBatches, plan_epoch
 from model.data import SessionDataset
-from model.sampler import NegativeSampler, alias_table, sampling_weights
+from training.batcher import SessionParallelBatches, plan_epoch
+from training.sampler import NegativeSampler, alias_table, sampling_weights
 
 
 def dataset(lengths: list[int]) -> SessionDataset:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from model.data import SessionDataset
-from model.evaluate import SessionScorer, conservative_ranks, evaluate, metrics_from_ranks
+from training.evaluate import SessionScorer, conservative_ranks, evaluate, metrics_from_ranks
 
 
 def make_dataset(sessions: list[list[int]], n_items: int) -> SessionDataset:

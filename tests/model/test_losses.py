@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.losses import bpr, bpr_max, column_scores, cross_entropy, logq_tables, make_loss, top1, top1_max
+from training.losses import bpr, bpr_max, column_scores, cross_entropy, logq_tables, make_loss, top1, top1_max
 
 
 def sigmoid(x: float) -> float:

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from model.data import SessionDataset
-from model.evaluate import evaluate
 from model.network import GRU4Rec, GRU4RecConfig, GRU4RecScorer
+from training.evaluate import evaluate
 
 
 def network(seed: int = 0, **config: object) -> GRU4Rec:

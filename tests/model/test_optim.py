@@ -1,4 +1,4 @@
-"""Adagrad with momentum and its sparse item-row updates (model/optim.py), against the formula in GRU4REC.md."""
+"""Adagrad with momentum and its sparse item-row updates (training/optim.py), against the formula in GRU4REC.md."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from model.optim import AdagradMomentum, Adam, ItemRows, make_optimizer
+from training.optim import AdagradMomentum, Adam, ItemRows, make_optimizer
 
 LR, MOMENTUM, EPS = 0.2, 0.3, 1e-6
 

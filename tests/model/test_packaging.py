@@ -16,8 +16,8 @@ import torch
 import yaml
 from mlflow.models.model import ModelInfo
 
+from lifecycle.tracking import training_run
 from model.packaging import ENTRY_POINT_FILE, download_model_dir, pinned_requirements
-from model.tracking import training_run
 from sessionrec.config import Settings
 
 

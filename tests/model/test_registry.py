@@ -19,11 +19,7 @@ import torch
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
-from model.data import Vocabulary, load_split
-from model.evaluate import evaluate
-from model.network import GRU4RecScorer
-from model.recommender import Recommender
-from model.registry import (
+from lifecycle.registry import (
     CHALLENGER,
     CHAMPION,
     PREVIOUS,
@@ -35,8 +31,12 @@ from model.registry import (
     main,
     register_version,
 )
-from model.tracking import connect, training_run
+from lifecycle.tracking import connect, training_run
+from model.data import Vocabulary, load_split
+from model.network import GRU4RecScorer
+from model.recommender import Recommender
 from sessionrec.config import PROJECT_ROOT, Settings, load_settings
+from training.evaluate import evaluate
 
 
 def gate(recall: float, mrr: float) -> dict[str, float]:
@@ -122,7 +122,7 @@ def test_a_model_that_knows_no_test_item_scores_zero() -> None:
 
 def test_evaluate_events_agrees_with_evaluate_when_every_item_is_known(trained_model_dir: Path,
                                                                        training_dir: Path) -> None:
-    from model.registry import read_test_events
+    from lifecycle.registry import read_test_events
 
     recommender = Recommender.from_directory(trained_model_dir, device="cpu")
     scorer = GRU4RecScorer(recommender.model, "cpu")

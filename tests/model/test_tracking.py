@@ -14,20 +14,20 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from model.baselines import fit_baselines
-from model.data import load_split
-from model.evaluate import evaluate
-from model.network import GRU4RecScorer
-from model.recommender import Recommender
-from model.tracking import (
+from lifecycle.tracking import (
     artifact_location,
     ensure_experiment,
     flatten_params,
     metric_key,
     training_run,
 )
-from model.trainer import EpochStats, TrainParams
+from model.data import load_split
+from model.network import GRU4RecScorer
+from model.recommender import Recommender
 from sessionrec.config import PROJECT_ROOT, Settings
+from training.baselines import fit_baselines
+from training.evaluate import evaluate
+from training.trainer import EpochStats, TrainParams
 
 LOGICAL_DATE = date(2026, 11, 21)
 

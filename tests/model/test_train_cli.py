@@ -1,4 +1,4 @@
-"""``python -m model.train`` end to end on a tiny training-set folder (docs/CONTRACTS.md section 3)."""
+"""``python -m training.train`` end to end on a tiny training-set folder (docs/CONTRACTS.md section 3)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from model.artifacts import load_model
-from model.baselines import BASELINES
 from model.data import Vocabulary, write_vocabulary
-from model.presets import PRESETS
-from model.train import ProgressLine, build_parser, main, params_from_args
+from training.baselines import BASELINES
+from training.presets import PRESETS
+from training.train import ProgressLine, build_parser, main, params_from_args
 
 N_ITEMS = 30
 DAY = np.datetime64("2026-11-21T00:00:00", "us")

@@ -1,4 +1,4 @@
-"""Training (model/trainer.py): learning, determinism, checkpoint resume, parameters, presets, devices."""
+"""Training (training/trainer.py): learning, determinism, checkpoint resume, parameters, presets, devices."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from model.batcher import Batch
 from model.data import SessionDataset
-from model.evaluate import evaluate
+from model.device import resolve_device
 from model.network import GRU4Rec, GRU4RecScorer
-from model.presets import PRESETS
-from model.trainer import CHECKPOINT_FILE, EpochStats, TrainParams, _Run, resolve_device, train
+from training.batcher import Batch
+from training.evaluate import evaluate
+from training.presets import PRESETS
+from training.trainer import CHECKPOINT_FILE, EpochStats, TrainParams, _Run, train
 
 N_ITEMS = 40
 SMALL = {"layers": (24,), "batch_size": 16, "epochs": 2, "n_sample": 16, "learning_rate": 0.1,
