@@ -154,9 +154,10 @@ def track_selection(settings: Settings, ds: date, training_dir: Path, families: 
             tracked.client.set_tag(tracked.run_id, FAMILY_TAG, family)
             tracked.client.set_tag(tracked.run_id, "selection_metric", select_options.get("metric", "recall@20"))
             tracked.log_params({**params[family], "families": {name: params[name] for name in families}})
-            record = (tuned or {}).get(family)
-            if record is not None:
-                tracked.log_params({"tuned": {k: v for k, v in record.items() if k != "params"}})
+            records = {name: {k: v for k, v in record.items() if k != "params"}
+                       for name, record in (tuned or {}).items() if record is not None}
+            if records:
+                tracked.log_params({"tuned": records})
 
         selection = select(training_dir, families, params, device=str(target), output_dir=output_dir,
                            checkpoint_dir=checkpoint_dir, on_epoch=_tracked_epochs(tracked, on_epoch),

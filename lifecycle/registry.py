@@ -12,8 +12,8 @@ it; never a folder only the candidate brought). It refuses a candidate whose voc
 of less than ``Settings.gate_min_coverage`` of those test events (a model of another clickstream),
 whatever its metrics. Otherwise (:func:`decide_promotion`) it promotes a candidate of any family when it
 trails the champion (of any family) by at most ``Settings.gate_tolerance`` (absolute) on both Recall@20
-and MRR@20, and is not beaten on Recall@20 by the best baseline other than its own family (fitted on
-the same training set's train split) by more than ``-Settings.gate_baseline_margin``. With no champion
+and MRR@20, and reaches on both the best baseline other than its own family (fitted on the same
+training set's train split) plus ``Settings.gate_baseline_margin``. With no champion
 yet only the baseline check applies. Every model is evaluated with its own vocabulary: test events whose
 item a model does not know are skipped as input and count as misses as targets
 (:func:`evaluate_events`), so a champion trained on an older vocabulary is not flattered by dropping
@@ -95,13 +95,21 @@ def _check_metrics(named: Mapping[str, Mapping[str, float]]) -> None:
             raise ValueError(f"{label} metrics are not finite: {[metrics[m] for m in GATE_METRICS]}")
 
 
-def best_baseline(baselines: Mapping[str, Mapping[str, float]], family: str | None = None) -> str:
-    """The baseline with the best Recall@20 (ties: MRR@20), leaving out ``family`` (a model is not
-    compared with itself)."""
-    others = [name for name in baselines if name != family]
+def best_baselines(baselines: Mapping[str, Mapping[str, float]], family: str | None = None) -> dict[str, str]:
+    """For each gate metric, the baseline best on it (ties: the other gate metric, then the name), leaving
+    out ``family`` (a model is not compared with itself)."""
+    others = sorted(name for name in baselines if name != family)
     if not others:
         raise ValueError(f"no baseline other than {family!r} to compare with; got {sorted(baselines)}")
-    return max(others, key=lambda name: (baselines[name]["recall@20"], baselines[name]["mrr@20"]))
+    return {metric: max(others, key=lambda name: (baselines[name][metric],
+                                                  *(baselines[name][m] for m in GATE_METRICS)))
+            for metric in GATE_METRICS}
+
+
+def best_baseline_label(best: Mapping[str, str]) -> str:
+    """``sr``, or ``sr (Recall@20), vsknn (MRR@20)`` when the best differs by metric."""
+    names = set(best.values())
+    return names.pop() if len(names) == 1 else ", ".join(f"{name} ({_label(m)})" for m, name in best.items())
 
 
 def decide_promotion(candidate: Mapping[str, float], champion: Mapping[str, float] | None,
@@ -109,21 +117,21 @@ def decide_promotion(candidate: Mapping[str, float], champion: Mapping[str, floa
                      baseline_margin: float, family: str | None = None) -> GateDecision:
     """The promotion rule, on metrics keyed like evaluate()'s output (``recall@20``, ``mrr@20``).
 
-    ``baselines`` maps baseline names to their metrics; the best of them other than ``family`` (the
-    candidate's own) is the one compared. The reason names both comparisons, passed or not.
+    ``baselines`` maps baseline names to their metrics. On each gate metric the candidate must reach the
+    best baseline other than ``family`` (its own) plus ``baseline_margin``, and trail the champion by at
+    most ``tolerance``. The reason names both comparisons, passed or not.
     """
     named = {"candidate": candidate, **{f"baseline {name}": m for name, m in baselines.items()}}
     if champion is not None:
         named["champion"] = champion
     _check_metrics(named)
-    best = best_baseline(baselines, family)
-    recall, best_recall = candidate["recall@20"], baselines[best]["recall@20"]
+    best = best_baselines(baselines, family)
     margin = f" + margin {baseline_margin:.4f}" if baseline_margin else ""
-    beaten = recall < best_recall + baseline_margin
-    baseline_part = (f"the best baseline {best} beats it: Recall@20 {best_recall:.4f} against the candidate's "
-                     f"{recall:.4f}{margin}" if beaten else
-                     f"not beaten by the best baseline {best} (Recall@20 {recall:.4f} against "
-                     f"{best_recall:.4f}{margin})")
+    beaten = [m for m in GATE_METRICS if candidate[m] < baselines[best[m]][m] + baseline_margin]
+    against = ", ".join(f"{_label(m)} {best[m]} {baselines[best[m]][m]:.4f} against the candidate's "
+                        f"{candidate[m]:.4f}{margin}" for m in GATE_METRICS)
+    baseline_part = (f"the best baseline beats it on {' and '.join(_label(m) for m in beaten)} ({against})"
+                     if beaten else f"not beaten by the best baseline ({against})")
     if champion is None:
         champion_part, trails = "no champion yet", []
     else:
@@ -320,9 +328,10 @@ def gate_and_promote(client: MlflowClient, model_name: str, version: str | int, 
             champion = evaluate_version(client, model_name, champion_version, events, resolved)[1]
         baseline_metrics = evaluate_baselines_on(training_dir, events, baselines)
         decision = decide_promotion(candidate, champion, baseline_metrics, tolerance, baseline_margin, family)
-        best = best_baseline(baseline_metrics, family)
-        extra["gate_best_baseline"] = best
-        evaluated = {"candidate": candidate, "champion": champion, "best_baseline": baseline_metrics[best]}
+        best = best_baselines(baseline_metrics, family)
+        extra["gate_best_baseline"] = best_baseline_label(best)
+        evaluated = {"candidate": candidate, "champion": champion,
+                     "best_baseline": {m: baseline_metrics[name][m] for m, name in best.items()}}
     if champion_version is not None:
         decision = GateDecision(decision.promote, f"{decision.reason} (champion: version {champion_version})")
     record_gate(client, model_name, version, "promoted" if decision.promote else "rejected", decision.reason,

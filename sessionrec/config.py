@@ -51,7 +51,7 @@ class Settings:
     min_session_length: int = 2
     device: str = "auto"
     # Promotion gate: candidate may trail the champion by at most this much (absolute) on Recall@20 and
-    # MRR@20, and its Recall@20 must reach the best baseline's (other than its own family) plus this margin.
+    # MRR@20, and reach on both the best baseline's (other than its own family) plus this margin.
     gate_tolerance: float = 0.01
     gate_baseline_margin: float = 0.0
     # The gate refuses a candidate whose vocabulary holds the items of less than this share of the day's

@@ -1,7 +1,7 @@
 """Train session models on a training set folder, evaluate them beside the baselines, and save the model.
 
     python -m training.train --training-dir var/lake/training/ds=2026-11-21 [--family gru4rec|sr|vsknn|...]
-        [--split full|tuning] [--preset rsc15] [--loss cross-entropy] [--layers 100] ...
+        [--params JSON] [--split full|tuning] [--preset rsc15] [--loss cross-entropy] [--layers 100] ...
         [--device auto|cpu|cuda] [--output-dir DIR] [--checkpoint-dir DIR] [--report report.json]
         [--register [--force-promote]]
 
@@ -11,7 +11,8 @@ all are then fitted on ``train`` and evaluated on ``test`` (the leaderboard); th
 used to choose. With ``--family`` only that family is fitted: ``--split full`` trains on ``train`` and
 evaluates on ``test``; ``--split tuning`` trains on ``train_tr`` and evaluates on ``valid``.
 GRU4Rec's hyperparameters start from ``--preset`` (training/presets.py, default ``default``) and the
-flags given explicitly override it; other families use their defaults.
+flags given explicitly override it; other families use their defaults; ``--params '{"epochs": 5}'``
+overrides the parameters of the ``--family`` chosen.
 
 By default the run is tracked in MLflow (``Settings.mlflow_tracking_uri``) with the model, and nothing
 is registered: an ad hoc run never moves ``@champion``. ``--register`` registers the model as a new
@@ -122,11 +123,15 @@ def selection_report(selection: Selection) -> dict:
 
 
 def build_parser(default_device: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n", 1)[0],
+                                     epilog=__doc__.rsplit("\n\n", 1)[1].replace("``", ""))
     parser.add_argument("--training-dir", type=Path, required=True, help="training set folder (training/ds=D)")
     parser.add_argument("--family", choices=sorted(TRAINERS), default=None,
                         help="fit this model family only (default: select among Settings.families on the "
                              "validation split)")
+    parser.add_argument("--params", type=json_object, default={},
+                        help="with --family: JSON object of parameter overrides for that family (after GRU4Rec's "
+                             "preset and flags)")
     parser.add_argument("--split", choices=sorted(SPLITS), default=None,
                         help="with --family: full (default) trains on train and evaluates on test; tuning "
                              "trains on train_tr and evaluates on valid")
@@ -161,6 +166,34 @@ def build_parser(default_device: str) -> argparse.ArgumentParser:
                         help="never score a row's own target item as one of its negatives (default: on; "
                              "--no-remove-accidental-hits trains as the original implementation does)")
     return parser
+
+
+def json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def family_overrides(args: argparse.Namespace) -> dict[str, dict]:
+    """Parameter overrides by family: GRU4Rec's from the preset and flags (:func:`params_from_args`), then
+    ``--params`` for ``--family`` (validated). The preset and flags are refused for another single family."""
+    overrides = {"gru4rec": params_from_args(args).to_dict()}
+    if args.family is None:
+        if args.params:
+            raise ValueError("--params needs --family (without it every family is fitted)")
+        return overrides
+    if args.family not in overrides:
+        given = [name for name, _ in HYPERPARAMETER_FLAGS.values() if getattr(args, name) is not None]
+        given += [name for name in SWITCHES if getattr(args, name) is not None]
+        if given or args.preset != "default":
+            raise ValueError(f"--preset and the hyperparameter flags are GRU4Rec's; for --family {args.family} "
+                             f"use --params (given: {given or ['preset']})")
+    overrides[args.family] = TRAINERS[args.family].params({**overrides.get(args.family, {}), **args.params})
+    return overrides
 
 
 def params_from_args(args: argparse.Namespace) -> TrainParams:
@@ -203,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(settings.device)
     args = parser.parse_args(argv)
     try:
-        params = params_from_args(args)
+        overrides = family_overrides(args)
     except ValueError as exc:
         parser.error(str(exc))
     baselines = [name for name in args.baselines.split(",") if name]
@@ -219,15 +252,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if day is not None and args.force_promote and not is_production_training_set(settings, args.training_dir, day):
         parser.error(f"--force-promote: {args.training_dir} is not the production lake's training set for {day} "
                      f"({settings.lake}); a model of another folder never becomes @champion")
-    progress = ProgressLine(params.epochs)
+    epochs = int(overrides[args.family or "gru4rec"].get("epochs", 1))
+    progress = ProgressLine(epochs)
 
     def print_epoch(epoch: int, metrics: Mapping[str, float]) -> None:
         progress.clear()
-        print(format_epoch(epoch_stats(epoch, metrics), params.epochs), flush=True)
+        print(format_epoch(epoch_stats(epoch, metrics), epochs), flush=True)
 
     options = {"device": args.device, "output_dir": args.output_dir, "checkpoint_dir": args.checkpoint_dir,
                "baselines": baselines, "on_epoch": print_epoch, "on_progress": progress, "cpu_threads": args.threads}
-    overrides = {"gru4rec": params.to_dict()}
     if args.family is None:
         families = settings.family_names
         if args.mlflow:
@@ -238,12 +271,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         result, report = selection.result, selection_report(selection)
         print(format_leaderboard(selection))
     else:
-        family_params = overrides.get(args.family)
         if args.mlflow:
-            result, run_id, model_uri = track_experiment(settings, day, args.training_dir, family_params,
+            result, run_id, model_uri = track_experiment(settings, day, args.training_dir, overrides[args.family],
                                                          family=args.family, split=split, **options)
         else:
-            result = run(args.training_dir, family_params, split=split, family=args.family, **options)
+            result = run(args.training_dir, overrides[args.family], split=split, family=args.family, **options)
         report = result.report()
     print(format_summary(result))
     if args.mlflow:

@@ -89,6 +89,26 @@ def training_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def foreign_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A training set of another clickstream, outside the lake: chain sessions whose item ids the
+    production training set never has (``other-item000``...)."""
+    root = tmp_path_factory.mktemp("elsewhere") / "ds=2026-11-21"
+    splits = {"train": chain_events(200, seed=7, start_time=SPLIT_TIME - np.timedelta64(2, "D"), prefix="x-"),
+              "test": chain_events(50, seed=8, start_time=SPLIT_TIME, prefix="y-")}
+    splits = {name: events.set_column(1, "item_id", pa.array([f"other-{i}" for i in events["item_id"].to_pylist()]))
+              for name, events in splits.items()}
+    ids, counts = np.unique(np.asarray(splits["train"].column("item_id").to_pylist(), dtype=object),
+                            return_counts=True)
+    vocabulary = Vocabulary.from_counts(ids, counts)
+    root.mkdir(parents=True)
+    write_vocabulary(vocabulary, root / "items.parquet")
+    for name, events in splits.items():
+        write_split(events, vocabulary, root / name)
+    (root / "stats.json").write_text(json.dumps({name: {"rows": events.num_rows} for name, events in splits.items()}))
+    return root
+
+
+@pytest.fixture(scope="session")
 def chain_items() -> list[str]:
     """The item ids in chain order: a session ``chain_items[j], chain_items[j+1], ...`` (mod N_ITEMS)."""
     return [item_id(i) for i in range(N_ITEMS)]

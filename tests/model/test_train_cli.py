@@ -184,6 +184,10 @@ def test_flags_override_the_preset() -> None:
     (["--family", "magic"], "invalid choice"),
     (["--split", "tuning"], "--split needs --family"),
     (["--force-promote"], "--force-promote needs --register"),
+    (["--params", '{"epochs": 2}'], "--params needs --family"),
+    (["--params", "[1]"], "expected a JSON object"),
+    (["--family", "sr", "--loss", "bpr"], "the hyperparameter flags are GRU4Rec's"),
+    (["--family", "sr", "--params", '{"k": 3}'], "unknown sr parameter(s) ['k']"),
 ])
 def test_bad_flags_fail_with_a_message(training_dir: Path, flags: list[str], message: str,
                                        capsys: pytest.CaptureFixture[str]) -> None:
