@@ -92,7 +92,7 @@ def _tracked_epochs(tracked: TrainingRun, on_epoch: OnEpoch | None) -> OnEpoch:
 
 def _log_result(tracked: TrainingRun, result: TrainingResult, output_dir: Path) -> str:
     """Test and baseline metrics, plots, timings and the model of the family kept; returns the model URI."""
-    tracked.log_test_metrics(result.metrics)
+    tracked.log_test_metrics(result.metrics, label=f"{result.family} (candidate)")
     tracked.log_baselines(result.baselines)
     tracked.log_plots()
     tracked.client.log_metric(tracked.run_id, "train_seconds", result.train_seconds)

@@ -241,9 +241,10 @@ class TrainingRun:
         values.update({metric_key(k, "valid"): v for k, v in (stats.eval_metrics or {}).items() if "@" in k})
         self._log_metrics(values, step=stats.epoch)
 
-    def log_test_metrics(self, metrics: Mapping[str, float]) -> None:
-        """The trained model's test metrics (evaluate()'s dictionary) as ``test_*``."""
-        self.results[MODEL_LABEL] = dict(metrics)
+    def log_test_metrics(self, metrics: Mapping[str, float], label: str = MODEL_LABEL) -> None:
+        """The trained model's test metrics (evaluate()'s dictionary) as ``test_*``; ``label`` names it in
+        the comparison table and plot (its family)."""
+        self.results[label] = dict(metrics)
         self._log_metrics({metric_key(k, "test"): v for k, v in metrics.items()})
 
     def log_baselines(self, baselines: Mapping[str, Mapping[str, float]]) -> None:

@@ -10,6 +10,7 @@ import shutil
 from datetime import date
 from pathlib import Path
 
+import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -150,6 +151,8 @@ def test_nightly_training_selects_logs_the_leaderboard_and_starts_from_the_tuned
     assert run.data.params["families.gru4rec.layers"] == "[24]"
     assert (run.data.params["tuned.gru4rec.study"], run.data.params["tuned.gru4rec.trial"]) == ("nightly-test", "7")
     assert {"family_gru4rec_valid_recall_20", "family_sr_test_mrr_20"} <= set(run.data.metrics)
+    comparison = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/comparison/metrics.csv")
+    assert f"\n{summary['family']} (candidate)," in comparison and "\npop," in comparison
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "leaderboard")}
     assert artifacts == {"leaderboard/leaderboard.json", "leaderboard/leaderboard.png"}
     version = register(settings, summary["run_id"], DAY)
