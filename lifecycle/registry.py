@@ -25,7 +25,7 @@ can force a promotion, recorded as ``gate_decision=forced`` with the user's name
 CLI::
 
     python -m lifecycle.registry show [--model gru4rec]
-    python -m lifecycle.registry promote --model gru4rec --version N [--training-dir DIR] [--force] [--reason TEXT]
+    python -m lifecycle.registry promote --model gru4rec --version N [--ds YYYY-MM-DD] [--force] [--reason TEXT]
 
 ``promote`` exits with 0 when the version is (or already was) the champion and 1 when the gate refused it.
 """
@@ -62,6 +62,7 @@ from model.device import resolve_device
 from model.families import LEGACY_FAMILY
 from model.packaging import download_model_dir
 from sessionrec.config import Settings, load_settings
+from sessionrec.layout import local_path
 from training.baselines import BASELINES, fit_baselines
 from training.evaluate import SessionScorer, evaluate
 from training.families import trainer_for
@@ -465,12 +466,17 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
                      for line in [header, *rows])
 
 
-def training_dir_of(client: MlflowClient, model_name: str, version: str) -> str:
-    """The training set a version was trained on (its ``training_dir`` tag)."""
-    found = client.get_model_version(model_name, version).tags.get("training_dir")
+def gated_day(client: MlflowClient, model_name: str, version: str) -> date:
+    """The day a version is gated for: its ``logical_date`` tag."""
+    found = client.get_model_version(model_name, version).tags.get("logical_date")
     if not found:
-        raise ValueError(f"{model_name} version {version} has no training_dir tag; pass --training-dir")
-    return found
+        raise ValueError(f"{model_name} version {version} has no logical_date tag; pass --ds")
+    return date.fromisoformat(found)
+
+
+def production_test_data(settings: Settings, day: date) -> Path:
+    """The production lake's training set of ``day``: the only data the gate evaluates on."""
+    return local_path(settings.layout.training_set(day))
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
@@ -481,8 +487,9 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     promote = commands.add_parser("promote", help="run the promotion gate on a version (or --force it)")
     promote.add_argument("--model", default=None, help="registered model name (default: Settings.model_name)")
     promote.add_argument("--version", required=True, help="the version to promote")
-    promote.add_argument("--training-dir", default=None,
-                         help="training set whose test split the gate uses (default: the version's own)")
+    promote.add_argument("--ds", type=date.fromisoformat, default=None,
+                         help="the day whose test split (of the production lake's training set, Settings.lake) "
+                              "the gate uses (default: the version's logical_date)")
     promote.add_argument("--force", action="store_true", help="skip the gate; recorded as forced")
     promote.add_argument("--reason", default="", help="why a promotion is forced (recorded)")
     args = parser.parse_args(argv)
@@ -495,8 +502,8 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     if args.force:
         decision = force_promote(client, model_name, args.version, args.reason)
     else:
-        decision = gate_and_promote(client, model_name, args.version,
-                                    args.training_dir or training_dir_of(client, model_name, args.version),
+        day = args.ds or gated_day(client, model_name, args.version)
+        decision = gate_and_promote(client, model_name, args.version, production_test_data(settings, day),
                                     settings.gate_tolerance, settings.gate_baseline_margin,
                                     settings.gate_min_coverage, settings.device)
     print(f"{model_name} version {args.version}: {'promoted' if decision.promote else 'not promoted'}: "

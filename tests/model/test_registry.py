@@ -205,7 +205,12 @@ def test_gate_promotes_better_models_and_keeps_worse_ones_as_challenger(
     assert decision.promote and "(champion: version 1)" in decision.reason
     assert aliases(client, name) == {CHAMPION: "3", PREVIOUS: "1", CHALLENGER: "2"}
 
-    assert main(["promote", "--version", "2"], settings) == 1
+    # The CLI gates on the production lake's training set of the day (here the fixture's lake).
+    production = settings.replace(lake=str(training_dir.parent.parent))
+    assert main(["promote", "--version", "2", "--ds", "2026-11-21"], production) == 1
+    assert client.get_model_version(name, "2").tags["gate_test_data"] == str(training_dir.resolve())
+    with pytest.raises(FileNotFoundError, match="ds=2026-11-22"):
+        main(["promote", "--version", "2"], production)  # its own day has no training set in that lake
     assert aliases(client, name) == {CHAMPION: "3", PREVIOUS: "1", CHALLENGER: "2"}
     assert main(["promote", "--version", "2", "--force", "--reason", "roll forward for a test"], settings) == 0
     assert aliases(client, name) == {CHAMPION: "2", PREVIOUS: "3"}
