@@ -184,13 +184,8 @@ def mlflow_settings(mlflow_store: StoreFactory, tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def cli_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """``SESSIONREC_HOME`` for a CLI run under ``tmp_path / "var"``, its MLflow store the home's own.
-
-    ``mlflow.set_tracking_uri`` exports ``MLFLOW_TRACKING_URI``, which the settings honour: an earlier test's
-    store must not leak into the CLI's settings.
-    """
-    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-        monkeypatch.delenv(variable, raising=False)
+    """``SESSIONREC_HOME`` for a CLI run under ``tmp_path / "var"``: its MLflow store is the home's own (the
+    store variables are cleared for every test by tests/conftest.py)."""
     monkeypatch.setenv("SESSIONREC_HOME", str(tmp_path / "var"))
     return tmp_path / "var"
 
