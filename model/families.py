@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from model.narm import NARM, NARMConfig
 from model.network import GRU4Rec, GRU4RecConfig
 from model.storage import load_state_dict, save_state_dict
 
@@ -89,6 +90,7 @@ def module_family(name: str, config_type: Any, module_type: Callable[[Any], nn.M
 
 FAMILIES: dict[str, FamilySpec] = {
     "gru4rec": module_family("gru4rec", GRU4RecConfig, GRU4Rec),
+    "narm": module_family("narm", NARMConfig, NARM),
 }
 # A model folder without a "family" (format 1) was written before families existed: GRU4Rec.
 LEGACY_FAMILY = "gru4rec"

@@ -31,8 +31,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FAMILY = "narm"
-
 
 @dataclass(frozen=True)
 class NARMConfig:
@@ -78,7 +76,7 @@ def _he_normal_(tensor: torch.Tensor, fan_in: int) -> None:
 class NARM(nn.Module):
     """Embedding -> GRU -> [attention context; last state] -> bilinear decoder over every item."""
 
-    family = FAMILY
+    family = "narm"
 
     def __init__(self, config: NARMConfig) -> None:
         super().__init__()
@@ -95,6 +93,10 @@ class NARM(nn.Module):
     @property
     def n_items(self) -> int:
         return self.config.n_items
+
+    @property
+    def device(self) -> torch.device:
+        return self.item_embedding.device
 
     @property
     def max_session_events(self) -> int:
@@ -178,7 +180,7 @@ class NARM(nn.Module):
         if items.ndim != 2 or lengths.shape != (items.shape[0],):
             raise ValueError(f"expected items [n, L] and lengths [n], got {tuple(items.shape)} and "
                              f"{tuple(lengths.shape)}")
-        device = self.item_embedding.device
+        device = self.device
         items, lengths = items.to(device, torch.long), lengths.to(device, torch.long)
         if len(lengths) and (lengths.min() < 1 or lengths.max() > items.shape[1]):
             raise ValueError(f"lengths must lie in [1, {items.shape[1]}]")

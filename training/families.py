@@ -28,6 +28,7 @@ from model.data import SessionDataset, Vocabulary
 from model.families import SessionModel
 from model.network import GRU4Rec, GRU4RecScorer
 from training.evaluate import SessionScorer, evaluate
+from training.narm_trainer import NARMTrainer
 from training.presets import PRESETS
 from training.trainer import CPU_THREADS, EpochStats, TrainParams, train
 
@@ -153,6 +154,7 @@ class GRU4RecTrainer:
 
 TRAINERS: dict[str, FamilyTrainer] = {
     "gru4rec": GRU4RecTrainer(),
+    "narm": NARMTrainer(),
 }
 DEFAULT_FAMILY = "gru4rec"
 

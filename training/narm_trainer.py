@@ -24,17 +24,20 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model.data import SessionDataset
+from model.artifacts import save_model
+from model.data import SessionDataset, Vocabulary
 from model.device import resolve_device
-from model.narm import NARM, NARMConfig
+from model.narm import NARM, NARMConfig, NARMScorer
+from training.evaluate import evaluate
 from training.losses import logq_tables
 from training.optim import Adam, ItemRows
 from training.sampler import NegativeSampler
@@ -49,6 +52,9 @@ from training.trainer import (
     torch_threads,
 )
 
+if TYPE_CHECKING:
+    from training.families import FitResult, OnEpoch
+
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "narm-checkpoint.pt"
@@ -56,7 +62,8 @@ CHECKPOINT_VERSION = 1
 SOFTMAX_MODES = ("auto", "full", "sampled")
 # "auto" uses the full softmax up to this many items, the sampled one above.
 FULL_SOFTMAX_MAX_ITEMS = 20_000
-EARLY_STOPPING_METRIC = "recall@20"
+# The validation Recall@20 early stopping watches, as it appears in an epoch's metrics.
+EARLY_STOPPING_KEY = "early_stopping_recall@20"
 PROGRESS_UPDATES_PER_EPOCH = 100
 
 
@@ -66,8 +73,8 @@ class NARMParams:
     512 pairs per mini-batch, up to 30 epochs, early stopping on Recall@20).
 
     ``patience``: stop after this many epochs without a better validation Recall@20 and keep the best
-    epoch's weights (0: train every epoch). It acts only when the caller evaluates every epoch on
-    validation data (``train(..., evaluate_fn=..., early_stopping=True)``).
+    epoch's weights (0: train every epoch). :class:`NARMTrainer` validates on the latest
+    ``validation_share`` of the training sessions, held out of training, never on the evaluation data.
     ``softmax``: ``full``, ``sampled`` or ``auto`` (full up to FULL_SOFTMAX_MAX_ITEMS items); ``n_sample``,
     ``sample_alpha`` and ``logq`` apply to the sampled softmax only.
     """
@@ -80,6 +87,7 @@ class NARMParams:
     batch_size: int = 512
     epochs: int = 30
     patience: int = 3
+    validation_share: float = 0.1
     max_session_events: int = 50
     softmax: str = "auto"
     n_sample: int = 2048
@@ -96,6 +104,7 @@ class NARMParams:
             raise ValueError(f"softmax must be one of {SOFTMAX_MODES}, got {self.softmax!r}")
         for name, valid, expected in (("learning_rate", lambda v: v > 0, "> 0"),
                                       ("sample_alpha", lambda v: 0 <= v <= 1, "in [0, 1]"),
+                                      ("validation_share", lambda v: 0 < v < 1, "in (0, 1)"),
                                       ("logq", lambda v: 0 <= v <= 1, "in [0, 1]")):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
@@ -264,12 +273,10 @@ class _Run:
                 on_progress(done, self.batches.n_pairs)
         return total.item() / self.batches.n_pairs
 
-    def observe(self, epoch: int, metrics: dict[str, float] | None) -> None:
+    def observe(self, epoch: int, metric: float) -> None:
         """Early stopping: remember the best epoch's weights; stop after ``patience`` epochs without gain."""
-        if metrics is None or EARLY_STOPPING_METRIC not in metrics:
-            raise ValueError(f"early stopping needs {EARLY_STOPPING_METRIC} from evaluate_fn, got {metrics}")
-        if metrics[EARLY_STOPPING_METRIC] > self.best_metric:
-            self.best_epoch, self.best_metric = epoch, metrics[EARLY_STOPPING_METRIC]
+        if metric > self.best_metric:
+            self.best_epoch, self.best_metric = epoch, metric
             self.best_state = copy.deepcopy(self.model.state_dict())
         self.stopped = epoch - self.best_epoch >= self.params.patience
 
@@ -320,22 +327,21 @@ def _resume(path: Path, run: _Run, params: NARMParams, fingerprint: dict) -> lis
 
 def train(data: SessionDataset, params: NARMParams, device: torch.device | str = "cpu",
           checkpoint_dir: Path | None = None, on_epoch_end: Callable[[EpochStats], None] | None = None,
-          evaluate_fn: Callable[[NARM], dict[str, float]] | None = None, early_stopping: bool = False,
+          evaluate_fn: Callable[[NARM], dict[str, float]] | None = None,
+          validate_fn: Callable[[NARM], float] | None = None,
           on_progress: Callable[[int, int, int], None] | None = None,
           cpu_threads: int | None = CPU_THREADS) -> NARMTraining:
     """Train NARM on ``data``.
 
     ``evaluate_fn`` runs after every epoch on the network in eval mode; its metrics go into the epoch's
-    stats, which ``on_epoch_end`` receives (a tuning search prunes there by raising). With
-    ``early_stopping`` (and ``params.patience`` > 0) they must be validation metrics holding
-    ``recall@20``: training stops after ``patience`` epochs without a better one and returns the best
-    epoch's weights. Never pass test metrics with ``early_stopping``. ``on_progress(epoch, pairs_done,
-    pairs_total)`` is called about 100 times per epoch.
+    stats, which ``on_epoch_end`` receives (a tuning search prunes there by raising). ``validate_fn``
+    returns the validation Recall@20 after every epoch: with ``params.patience`` > 0 training stops after
+    ``patience`` epochs without a better one and returns the best epoch's weights (it is stored in the
+    stats as ``EARLY_STOPPING_KEY``). ``on_progress(epoch, pairs_done, pairs_total)`` is called about 100
+    times per epoch.
     """
     device = resolve_device(device) if isinstance(device, str) else device
-    stopping = early_stopping and params.patience > 0
-    if stopping and evaluate_fn is None:
-        raise ValueError("early_stopping needs evaluate_fn (validation metrics every epoch)")
+    stopping = validate_fn is not None and params.patience > 0
     fingerprint = data_fingerprint(data)
     checkpoint = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
     cuda_devices = [device] if device.type == "cuda" else []
@@ -352,9 +358,7 @@ def train(data: SessionDataset, params: NARMParams, device: torch.device | str =
         for epoch in range(len(stats) + 1, params.epochs + 1):
             if run.stopped:
                 break
-            stats.append(_train_epoch(run, epoch, evaluate_fn, on_progress))
-            if stopping:
-                run.observe(epoch, stats[-1].eval_metrics)
+            stats.append(_train_epoch(run, epoch, evaluate_fn, validate_fn if stopping else None, on_progress))
             if checkpoint is not None:
                 _save_checkpoint(checkpoint, run, params, fingerprint, stats)
             if on_epoch_end is not None:
@@ -363,13 +367,14 @@ def train(data: SessionDataset, params: NARMParams, device: torch.device | str =
         if stopping and run.best_state is not None:
             run.model.load_state_dict(run.best_state)
             best_epoch = run.best_epoch
-            logger.info("early stopping: keeping epoch %d (%s %.4f)", best_epoch, EARLY_STOPPING_METRIC,
+            logger.info("early stopping: keeping epoch %d (validation recall@20 %.4f)", best_epoch,
                         run.best_metric)
     return NARMTraining(run.model.eval(), stats, best_epoch)
 
 
 def _train_epoch(run: _Run, epoch: int, evaluate_fn: Callable[[NARM], dict[str, float]] | None,
-                 on_progress: Callable[[int, int, int], None] | None) -> EpochStats:
+                 validate_fn: Callable[[NARM], float] | None,
+                 on_progress: Callable[[int, int, int], None] | None = None) -> EpochStats:
     start = time.perf_counter()
     progress = (lambda done, total: on_progress(epoch, done, total)) if on_progress is not None else None
     loss = run.epoch(epoch, progress)
@@ -380,12 +385,91 @@ def _train_epoch(run: _Run, epoch: int, evaluate_fn: Callable[[NARM], dict[str, 
         raise FloatingPointError(f"epoch {epoch}: the training loss is {loss}; try a lower learning_rate")
     pairs = run.batches.n_pairs
     metrics = None
-    if evaluate_fn is not None:
-        with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else [],
-                                   device_type="cuda"):
-            metrics = evaluate_fn(run.model.eval())
+    with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else [], device_type="cuda"):
+        if evaluate_fn is not None:
+            metrics = dict(evaluate_fn(run.model.eval()))
+        if validate_fn is not None:
+            validation = float(validate_fn(run.model.eval()))
+            run.observe(epoch, validation)
+            metrics = {**(metrics or {}), EARLY_STOPPING_KEY: validation}
     stats = EpochStats(epoch=epoch, loss=loss, pairs=pairs, seconds=seconds, pairs_per_s=pairs / seconds,
                        eval_metrics=metrics)
     logger.info("epoch %d/%d: loss %.4f, %d pairs in %.1f s (%.0f pairs/s)%s", epoch, run.params.epochs, loss,
                 pairs, seconds, stats.pairs_per_s, f", {metrics}" if metrics else "")
     return stats
+
+
+def holdout_split(data: SessionDataset, share: float) -> tuple[SessionDataset, SessionDataset]:
+    """(earlier sessions, the latest ``share`` of sessions): sessions are ordered by their first event."""
+    n_valid = max(1, round(data.n_sessions * share))
+    if n_valid >= data.n_sessions:
+        raise ValueError(f"cannot hold out {share:.0%} of {data.n_sessions} sessions for early stopping and "
+                         "train on the rest; set patience 0")
+    cut = data.n_sessions - n_valid
+    offsets = data.offsets
+    earlier = SessionDataset(data.item_idx[:offsets[cut]], offsets[:cut + 1], data.session_ids[:cut], data.n_items)
+    latest = SessionDataset(data.item_idx[offsets[cut]:], offsets[cut:] - offsets[cut], data.session_ids[cut:],
+                            data.n_items)
+    return earlier, latest
+
+
+class NARMTrainer:
+    """NARM for training/families.py: parameters are :class:`NARMParams` fields, defaults the paper's.
+
+    With ``patience`` > 0 the latest ``validation_share`` of the training sessions is held out and early
+    stopping watches its Recall@20; ``eval_data`` (the split's evaluation part, possibly the test set)
+    is only reported, never used to choose the epoch.
+    """
+
+    name = "narm"
+
+    def default_params(self) -> dict[str, Any]:
+        return NARMParams().to_dict()
+
+    def params(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return NARMParams.from_dict({**self.default_params(), **(overrides or {})}).to_dict()
+
+    def fit(self, train_data: SessionDataset, params: Mapping[str, Any], device: torch.device, *,
+            eval_data: SessionDataset | None = None, on_epoch: OnEpoch | None = None,
+            checkpoint_dir: Path | None = None, on_progress: Callable[[int, int, int], None] | None = None,
+            cpu_threads: int | None = CPU_THREADS) -> FitResult:
+        # Imported here: training.families imports this module to register NARMTrainer.
+        from training.families import EVALUATION_SLOTS, FitResult, epoch_metrics, evaluate_model
+
+        settings = NARMParams.from_dict(dict(params))
+        validate_fn = None
+        if settings.patience > 0:
+            train_data, holdout = holdout_split(train_data, settings.validation_share)
+
+            def validate_fn(network: NARM) -> float:
+                return evaluate(self.scorer(network), holdout, ks=(20,), batch_size=EVALUATION_SLOTS)["recall@20"]
+        evaluate_fn = None
+        if eval_data is not None:
+            def evaluate_fn(network: NARM) -> dict[str, float]:
+                return evaluate_model(self, network, eval_data)
+        on_epoch_end = (lambda stats: on_epoch(stats.epoch, epoch_metrics(stats))) if on_epoch else None
+        result = train(train_data, settings, device=device, checkpoint_dir=checkpoint_dir, on_epoch_end=on_epoch_end,
+                       evaluate_fn=evaluate_fn, validate_fn=validate_fn, on_progress=on_progress,
+                       cpu_threads=cpu_threads)
+        return FitResult(result.model, result.epochs, seconds=sum(s.seconds for s in result.epochs),
+                         pairs=sum(s.pairs for s in result.epochs))
+
+    def save(self, result: FitResult, directory: Path, vocabulary: Vocabulary, params: Mapping[str, Any]) -> None:
+        save_model(directory, result.model, vocabulary, dict(params))
+
+    def scorer(self, model: NARM) -> NARMScorer:
+        return NARMScorer(model, model.device)
+
+    def search_space(self, trial: Any, n_items: int) -> dict[str, Any]:
+        """NARM's settings around the paper's; the epoch count is searched (pruned on validation) instead
+        of early stopping inside a trial."""
+        return {
+            "embedding": trial.suggest_int("embedding", 32, 128, log=True),
+            "hidden": trial.suggest_int("hidden", 50, 200, log=True),
+            "dropout_embed": trial.suggest_float("dropout_embed", 0.0, 0.5),
+            "dropout_context": trial.suggest_float("dropout_context", 0.0, 0.7),
+            "learning_rate": trial.suggest_float("learning_rate", 3e-4, 1e-2, log=True),
+            "batch_size": trial.suggest_int("batch_size", 64, 512, log=True),
+            "epochs": trial.suggest_int("epochs", 3, 30),
+            "patience": 0,
+        }

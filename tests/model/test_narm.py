@@ -14,6 +14,7 @@ from model.narm import NARM, NARMConfig, NARMScorer, recent_window
 from training.evaluate import evaluate
 from training.narm_trainer import (
     CHECKPOINT_FILE,
+    EARLY_STOPPING_KEY,
     NARMParams,
     PrefixBatches,
     sampled_softmax_losses,
@@ -222,10 +223,10 @@ def test_checkpoint_resume_is_exact(tmp_path: Path, softmax: str) -> None:
     valid = chain_sessions(20, seed=5)
     params = NARMParams(**{**TINY, "epochs": 3, "patience": 5, "softmax": softmax, "n_sample": 8})
 
-    def evaluate_fn(model: NARM) -> dict[str, float]:
-        return evaluate(NARMScorer(model, "cpu"), valid, ks=(20,))
+    def validate_fn(model: NARM) -> float:
+        return evaluate(NARMScorer(model, "cpu"), valid, ks=(20,))["recall@20"]
 
-    whole = train(data, params, evaluate_fn=evaluate_fn, early_stopping=True)
+    whole = train(data, params, validate_fn=validate_fn)
     train(data, params.replace(epochs=1), checkpoint_dir=tmp_path)  # other params: refused below
     with pytest.raises(ValueError, match="other parameters"):
         train(data, params, checkpoint_dir=tmp_path)
@@ -235,9 +236,8 @@ def test_checkpoint_resume_is_exact(tmp_path: Path, softmax: str) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(data, params, checkpoint_dir=tmp_path, evaluate_fn=evaluate_fn, early_stopping=True,
-              on_epoch_end=stop_after_first)
-    resumed = train(data, params, checkpoint_dir=tmp_path, evaluate_fn=evaluate_fn, early_stopping=True)
+        train(data, params, checkpoint_dir=tmp_path, validate_fn=validate_fn, on_epoch_end=stop_after_first)
+    resumed = train(data, params, checkpoint_dir=tmp_path, validate_fn=validate_fn)
     assert [s.loss for s in resumed.epochs] == [s.loss for s in whole.epochs]
     assert resumed.best_epoch == whole.best_epoch
     for name, tensor in whole.model.state_dict().items():
@@ -258,13 +258,13 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
     scores = iter([0.5, 0.7, 0.6, 0.65, 0.9])
     seen: list[dict[str, torch.Tensor]] = []
 
-    def evaluate_fn(model: NARM) -> dict[str, float]:
+    def validate_fn(model: NARM) -> float:
         seen.append({k: v.clone() for k, v in model.state_dict().items()})
-        return {"recall@20": next(scores)}
+        return next(scores)
 
-    result = train(data, NARMParams(**{**TINY, "epochs": 5, "patience": 2}), evaluate_fn=evaluate_fn,
-                   early_stopping=True)
+    result = train(data, NARMParams(**{**TINY, "epochs": 5, "patience": 2}), validate_fn=validate_fn)
     assert len(result.epochs) == 4 and result.best_epoch == 2
+    assert [s.eval_metrics[EARLY_STOPPING_KEY] for s in result.epochs] == [0.5, 0.7, 0.6, 0.65]
     for name, tensor in seen[1].items():
         torch.testing.assert_close(result.model.state_dict()[name], tensor, rtol=0, atol=0)
 
