@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from model.narm import NARM, NARMConfig
+from model.neighbours import RULES_FILE, SESSIONS_FILE, ItemNeighbours, VSKNNModel
 from model.network import GRU4Rec, GRU4RecConfig
 from model.storage import load_state_dict, save_state_dict
 
@@ -88,9 +89,17 @@ def module_family(name: str, config_type: Any, module_type: Callable[[Any], nn.M
     return FamilySpec(name=name, files=(WEIGHTS_FILE,), write=write, read=read)
 
 
+def table_family(name: str, model_type: Any, files: tuple[str, ...]) -> FamilySpec:
+    """A family kept as tables: ``model.save(directory)`` and ``model_type.load(directory, config, device)``."""
+    return FamilySpec(name=name, files=files, write=lambda model, directory: model.save(directory),
+                      read=model_type.load)
+
+
 FAMILIES: dict[str, FamilySpec] = {
     "gru4rec": module_family("gru4rec", GRU4RecConfig, GRU4Rec),
     "narm": module_family("narm", NARMConfig, NARM),
+    "sr": table_family("sr", ItemNeighbours, (RULES_FILE,)),
+    "vsknn": table_family("vsknn", VSKNNModel, (SESSIONS_FILE,)),
 }
 # A model folder without a "family" (format 1) was written before families existed: GRU4Rec.
 LEGACY_FAMILY = "gru4rec"

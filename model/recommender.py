@@ -125,8 +125,8 @@ class Recommender:
         if not isinstance(model, SessionModel):
             raise TypeError(f"model must implement SessionModel (family, n_items, device, score_sessions), "
                             f"got {type(model).__name__}")
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        self.model = model.to(torch.device(device)).eval()
+        self.device = self.model.device  # a CPU-only family stays on the CPU
         self.vocabulary = vocabulary
         self.chunk_size = chunk_size
         self.max_session_events = max_session_events

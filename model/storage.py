@@ -64,7 +64,10 @@ def write_table(table: pa.Table, path: Path) -> None:
 
 def read_table(path: Path, schema: pa.Schema) -> pa.Table:
     """A Parquet table with exactly the columns of ``schema``, cast to its types (a clear error otherwise)."""
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ValueError(f"{path}: not a readable Parquet table ({exc})") from exc
     missing = sorted(set(schema.names) - set(table.column_names))
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing}; expected {schema.names}")

@@ -7,17 +7,20 @@ the gate only go through this table (and ``model.families.FAMILIES`` for loading
 its module(s) plus one entry here and one there.
 
 Parameters are plain JSON-serialisable dicts: ``params(overrides)`` is the family's defaults with
-``overrides`` applied and validated. ``fit`` calls ``on_epoch(epoch, metrics)`` after each epoch (once
-for families fitted in one pass), where ``metrics`` holds the validation metrics on ``eval_data``
-(``recall@20``, ``mrr@20``, ...; none without ``eval_data``) and the epoch's training figures under
-:data:`EPOCH_KEYS`; an Optuna pruning callback may raise from it to stop the fit.
+``overrides`` applied and validated. An iterative family's ``fit`` calls ``on_epoch(epoch, metrics)``
+after each epoch, where ``metrics`` holds the validation metrics on ``eval_data`` (``recall@20``,
+``mrr@20``, ...; none without ``eval_data``) and the epoch's training figures under :data:`EPOCH_KEYS`;
+an Optuna pruning callback may raise from it to stop the fit. A family fitted in one pass (SR, V-SKNN)
+has no epochs and does not call it.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from inspect import signature
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,6 +30,7 @@ from model.artifacts import save_model
 from model.data import SessionDataset, Vocabulary
 from model.families import SessionModel
 from model.network import GRU4Rec, GRU4RecScorer
+from training.baselines import VSKNN, ModelBackedScorer, SequentialRules, SessionModelScorer
 from training.evaluate import SessionScorer, evaluate
 from training.narm_trainer import NARMTrainer
 from training.presets import PRESETS
@@ -152,9 +156,60 @@ class GRU4RecTrainer:
         }
 
 
+class BaselineTrainer:
+    """A family fitted in one pass by a model-backed baseline of training/baselines.py; its parameters are
+    the baseline's constructor arguments."""
+
+    def __init__(self, name: str, baseline: Callable[..., ModelBackedScorer],
+                 space: Callable[[Any, int], dict[str, Any]]) -> None:
+        self.name, self._baseline, self._space = name, baseline, space
+        self._defaults = {key: parameter.default for key, parameter in signature(baseline).parameters.items()}
+
+    def default_params(self) -> dict[str, Any]:
+        return dict(self._defaults)
+
+    def params(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        unknown = sorted(set(overrides or {}) - set(self._defaults))
+        if unknown:
+            raise ValueError(f"unknown {self.name} parameter(s) {unknown}; expected some of {sorted(self._defaults)}")
+        values = {**self._defaults, **(overrides or {})}
+        self._baseline(**values)  # validates
+        return values
+
+    def fit(self, train_data: SessionDataset, params: Mapping[str, Any], device: torch.device, *,
+            eval_data: SessionDataset | None = None, on_epoch: OnEpoch | None = None,
+            checkpoint_dir: Path | None = None, on_progress: Callable[[int, int, int], None] | None = None,
+            cpu_threads: int | None = CPU_THREADS) -> FitResult:
+        start = time.perf_counter()
+        fitted = self._baseline(**self.params(params)).fit(train_data)
+        return FitResult(fitted.model, seconds=time.perf_counter() - start, pairs=train_data.n_pairs)
+
+    def save(self, result: FitResult, directory: Path, vocabulary: Vocabulary, params: Mapping[str, Any]) -> None:
+        save_model(directory, result.model, vocabulary, dict(params))
+
+    def scorer(self, model: SessionModel) -> SessionScorer:
+        return SessionModelScorer(model)
+
+    def search_space(self, trial: Any, n_items: int) -> dict[str, Any]:
+        return self._space(trial, n_items)
+
+
+def _sr_space(trial: Any, n_items: int) -> dict[str, Any]:
+    return {"max_distance": trial.suggest_int("max_distance", 1, 20),
+            "n_rules": trial.suggest_int("n_rules", 10, min(1000, max(10, n_items)), log=True)}
+
+
+def _vsknn_space(trial: Any, n_items: int) -> dict[str, Any]:
+    return {"k": trial.suggest_int("k", 20, 500, log=True),
+            "sample_size": trial.suggest_int("sample_size", 200, 5000, log=True),
+            "idf": trial.suggest_categorical("idf", [False, True])}
+
+
 TRAINERS: dict[str, FamilyTrainer] = {
     "gru4rec": GRU4RecTrainer(),
     "narm": NARMTrainer(),
+    "sr": BaselineTrainer("sr", SequentialRules, _sr_space),
+    "vsknn": BaselineTrainer("vsknn", VSKNN, _vsknn_space),
 }
 DEFAULT_FAMILY = "gru4rec"
 
