@@ -61,7 +61,7 @@ CHECKPOINT_FILE = "narm-checkpoint.pt"
 CHECKPOINT_VERSION = 1
 SOFTMAX_MODES = ("auto", "full", "sampled")
 # "auto" uses the full softmax up to this many items, the sampled one above.
-FULL_SOFTMAX_MAX_ITEMS = 20_000
+FULL_SOFTMAX_MAX_ITEMS = 10_000
 # The validation Recall@20 early stopping watches, as it appears in an epoch's metrics.
 EARLY_STOPPING_KEY = "early_stopping_recall@20"
 PROGRESS_UPDATES_PER_EPOCH = 100

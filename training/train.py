@@ -1,8 +1,13 @@
-"""Train GRU4Rec on a training set folder, evaluate it beside the baselines, and save the model.
+"""Train a model family (GRU4Rec by default) on a training set folder, evaluate it beside the baselines,
+and save the model.
 
     python -m training.train --training-dir var/lake/training/ds=2026-11-21 [--split full|tuning]
+        [--family gru4rec|narm|...] [--params '{"epochs": 5}']
         [--preset rsc15] [--loss cross-entropy] [--layers 100] ... [--device auto|cpu|cuda]
         [--output-dir DIR] [--checkpoint-dir DIR] [--report report.json]
+
+``--family`` picks a family of training/families.py; ``--params`` (a JSON object) overrides its default
+parameters. The preset and the hyperparameter flags below are GRU4Rec's and apply to it only.
 
 ``--split full`` trains on ``train`` and evaluates on ``test``; ``--split tuning`` trains on ``train_tr``
 and evaluates on ``valid``. Hyperparameters start from ``--preset`` (training/presets.py, default
@@ -30,7 +35,7 @@ from lifecycle.pipeline import gate, register, track_experiment
 from sessionrec.config import load_settings
 from training.baselines import BASELINES
 from training.experiment import SPLITS, TrainingResult, run
-from training.families import epoch_stats
+from training.families import DEFAULT_FAMILY, TRAINERS, epoch_stats, trainer_for
 from training.losses import LOSSES
 from training.optim import OPTIMIZERS
 from training.presets import PRESETS
@@ -87,7 +92,7 @@ def format_epoch(stats: EpochStats, epochs: int) -> str:
 
 
 def format_summary(result: TrainingResult) -> str:
-    rows = [("gru4rec", result.metrics), *result.baselines.items()]
+    rows = [(result.family, result.metrics), *result.baselines.items()]
     lines = [f"{'model':<10}{'recall@20':>11}{'mrr@20':>9}"]
     lines += [f"{name:<10}{m['recall@20']:>11.4f}{m['mrr@20']:>9.4f}" for name, m in rows]
     lines.append(f"training: {result.train_seconds:.1f} s, {result.throughput_events_per_s:,.0f} pairs/s on "
@@ -101,6 +106,10 @@ def build_parser(default_device: str) -> argparse.ArgumentParser:
     parser.add_argument("--split", choices=sorted(SPLITS), default="full",
                         help="full: train on train, evaluate on test; tuning: train_tr and valid")
     parser.add_argument("--report", type=Path, help="write the results as JSON here")
+    parser.add_argument("--family", choices=sorted(TRAINERS), default=DEFAULT_FAMILY,
+                        help="model family to train (default: %(default)s)")
+    parser.add_argument("--params", type=json_object, default={},
+                        help="JSON object of parameter overrides for the family (after the preset and flags)")
     parser.add_argument("--device", default=default_device, help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--output-dir", type=Path, help="save the trained model folder here")
     parser.add_argument("--checkpoint-dir", type=Path, help="checkpoint every epoch here; resume from it")
@@ -129,6 +138,16 @@ def build_parser(default_device: str) -> argparse.ArgumentParser:
     return parser
 
 
+def json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
 def params_from_args(args: argparse.Namespace) -> TrainParams:
     """The preset's values, overridden by every hyperparameter flag given explicitly."""
     values = dict(PRESETS[args.preset])
@@ -136,6 +155,19 @@ def params_from_args(args: argparse.Namespace) -> TrainParams:
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     return TrainParams.from_dict(values)
+
+
+def family_params(args: argparse.Namespace) -> dict:
+    """The family's parameters: GRU4Rec's from the preset and flags (:func:`params_from_args`), another
+    family's defaults; then ``--params``. The preset and flags are refused for another family."""
+    if args.family == "gru4rec":
+        return TrainParams.from_dict({**params_from_args(args).to_dict(), **args.params}).to_dict()
+    given = [name for name, _ in HYPERPARAMETER_FLAGS.values() if getattr(args, name) is not None]
+    given += [name for name in SWITCHES if getattr(args, name) is not None]
+    if given or args.preset != "default":
+        raise ValueError(f"--preset and the hyperparameter flags are GRU4Rec's; for --family {args.family} "
+                         f"use --params (given: {given or ['preset']})")
+    return trainer_for(args.family).params(args.params)
 
 
 def logical_date(args: argparse.Namespace, parser: argparse.ArgumentParser) -> date:
@@ -156,25 +188,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(settings.device)
     args = parser.parse_args(argv)
     try:
-        params = params_from_args(args)
+        params = family_params(args)
     except ValueError as exc:
         parser.error(str(exc))
     baselines = [name for name in args.baselines.split(",") if name]
     unknown = sorted(set(baselines) - set(BASELINES))
     if unknown:
         parser.error(f"unknown baseline(s) {unknown}; expected some of {sorted(BASELINES)}")
-    progress = ProgressLine(params.epochs)
+    epochs = int(params.get("epochs", 1))
+    progress = ProgressLine(epochs)
 
     def print_epoch(epoch: int, metrics: Mapping[str, float]) -> None:
         progress.clear()
-        print(format_epoch(epoch_stats(epoch, metrics), params.epochs), flush=True)
+        print(format_epoch(epoch_stats(epoch, metrics), epochs), flush=True)
 
     options = {"split": args.split, "device": args.device, "output_dir": args.output_dir,
                "checkpoint_dir": args.checkpoint_dir, "baselines": baselines, "on_epoch": print_epoch,
-               "on_progress": progress, "cpu_threads": args.threads}
+               "on_progress": progress, "cpu_threads": args.threads, "family": args.family}
     if args.mlflow:
         day = logical_date(args, parser)
-        result, run_id, model_uri = track_experiment(settings, day, args.training_dir, params.to_dict(), **options)
+        result, run_id, model_uri = track_experiment(settings, day, args.training_dir, params, **options)
         print(format_summary(result))
         print(f"MLflow run {run_id} ({settings.mlflow_tracking_uri}); model {model_uri}")
         if args.register and args.split == "full":
@@ -183,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"registered {settings.model_name} version {version}: "
                   f"{'promoted to @champion' if decision['promoted'] else 'not promoted'} ({decision['reason']})")
     else:
-        result = run(args.training_dir, params.to_dict(), **options)
+        result = run(args.training_dir, params, **options)
         print(format_summary(result))
     if args.report is not None:
         args.report.parent.mkdir(parents=True, exist_ok=True)
