@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
 @dataclass(frozen=True)
@@ -147,19 +148,37 @@ class NARM(nn.Module):
         """[c_l; c_g] after every position [B, L, 2H]: position t attends to positions 0..t only."""
         return torch.cat((torch.bmm(self.prefix_attention(states), states), states), dim=-1)
 
+    def _last_attention(self, states: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Attention of each session's last state over its positions, on the valid positions only.
+
+        Returns (the N valid states [N, H] session by session, each one's session [N], their weights [N],
+        the last states [n, H]): padding costs nothing, however long the longest session of the batch.
+        """
+        n, device = len(lengths), states.device
+        valid = torch.arange(states.shape[1], device=device).unsqueeze(0) < lengths.unsqueeze(1)
+        kept = states[valid]
+        session = torch.repeat_interleave(torch.arange(n, device=device), lengths)
+        last = states[torch.arange(n, device=device), lengths - 1]
+        logits = self.attention_weight(torch.sigmoid(self.attention_query(last).index_select(0, session)
+                                                     + self.attention_key(kept))).squeeze(-1)
+        peak = torch.full((n,), float("-inf"), device=device, dtype=logits.dtype)
+        peak = peak.scatter_reduce(0, session, logits, "amax")
+        weights = (logits - peak.index_select(0, session)).exp()
+        total = torch.zeros(n, device=device, dtype=logits.dtype).index_add(0, session, weights)
+        return kept, session, weights / total.index_select(0, session), last
+
     def attention_weights(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Each session's attention over its positions with its last state as the query: [B, L]."""
-        last = states[torch.arange(len(states), device=states.device), lengths - 1]
-        logits = self._attention_logits(self.attention_query(last).unsqueeze(1),
-                                        self.attention_key(states)).squeeze(1)
-        padding = torch.arange(states.shape[1], device=states.device).unsqueeze(0) >= lengths.unsqueeze(1)
-        return torch.softmax(logits.masked_fill(padding, float("-inf")), dim=-1)
+        """Each session's attention over its positions with its last state as the query: [n, L], zero on
+        padding. ``states`` [n, L, H] right-padded, ``lengths`` [n] >= 1."""
+        _, session, weights, _ = self._last_attention(states, lengths)
+        valid = torch.arange(states.shape[1], device=states.device).unsqueeze(0) < lengths.unsqueeze(1)
+        return torch.zeros(valid.shape, device=states.device, dtype=weights.dtype).masked_scatter(valid, weights)
 
     def last_representations(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """[c_l; c_g] after each session's last event [B, 2H] (``lengths`` >= 1)."""
-        weights = self.attention_weights(states, lengths)
-        last = states[torch.arange(len(states), device=states.device), lengths - 1]
-        return torch.cat((torch.bmm(weights.unsqueeze(1), states).squeeze(1), last), dim=-1)
+        """[c_l; c_g] after each session's last event [n, 2H] (``lengths`` >= 1)."""
+        kept, session, weights, last = self._last_attention(states, lengths)
+        context = torch.zeros_like(last).index_add(0, session, weights.unsqueeze(1) * kept)
+        return torch.cat((context, last), dim=-1)
 
     def project(self, representations: torch.Tensor) -> torch.Tensor:
         """B [c_l; c_g] (after dropout): the vector every item embedding is scored against, [..., D]."""
@@ -174,8 +193,8 @@ class NARM(nn.Module):
     def score_sessions(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Next-item scores [n, n_items] of right-padded sessions ``items`` [n, L] with ``lengths`` [n] >= 1.
 
-        Only each session's most recent ``max_session_events`` events are read. Eval mode, no grad, on the
-        network's device.
+        Only each session's most recent ``max_session_events`` events are read. No grad, on the network's
+        device; call ``eval()`` first (the Recommender does) or dropout applies.
         """
         if items.ndim != 2 or lengths.shape != (items.shape[0],):
             raise ValueError(f"expected items [n, L] and lengths [n], got {tuple(items.shape)} and "
@@ -186,10 +205,12 @@ class NARM(nn.Module):
             raise ValueError(f"lengths must lie in [1, {items.shape[1]}]")
         if not len(lengths):
             return torch.zeros(0, self.n_items, device=device)
-        self.eval()
         window = recent_window(items, lengths, self.max_session_events)
         kept = lengths.clamp(max=self.max_session_events)
-        states = self.encode(self.item_embedding[window])
+        # Packed, the GRU runs only each session's own steps, not the longest one's.
+        packed = pack_padded_sequence(self.item_embedding[window], kept.cpu(), batch_first=True,
+                                      enforce_sorted=False)
+        states, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True)
         return self.score(self.project(self.last_representations(states, kept)))
 
 
