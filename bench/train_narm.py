@@ -3,8 +3,8 @@
 - ``narm``: NARM (training/narm_trainer.py) on the Yoochoose sample as bench/train.py reads it, and GRU4Rec
   (rsc15 preset) measured the same way right after it (each in a fresh process), so both see about the
   same machine load: Recall@20, MRR@20, NDCG@20, training seconds, training pairs/s, peak memory, and
-  scoring sessions/s (the test sessions through model/recommender.py's Recommender, top 20 of all items,
-  best of 3).
+  scoring sessions/s (the test sessions through model/recommender.py's Recommender, top 20 of all items;
+  both saved models loaded in one more process and taking turns, best of 5 rounds each).
 - ``narm-softmax``: training pairs/s of the full and the sampled softmax at 10k and 100k items
   (generated sessions: random walks over the items), a fixed number of mini-batches each.
 
@@ -16,7 +16,9 @@ train file, made by :func:`tuning_split`; never on the test file), or from the p
 from __future__ import annotations
 
 import math
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from model.artifacts import save_model
 from model.data import SessionDataset, Vocabulary, dataset_from_table
 from model.narm import NARMScorer
 from model.network import GRU4RecScorer
@@ -79,16 +82,6 @@ def accuracy(scorer: object, data: SessionDataset) -> dict[str, float]:
             "ndcg@20": round(ndcg_from_ranks(ranks), 4)}
 
 
-def scoring_rate(recommender: object, sessions: list[list[str]], repeats: int = 3) -> float:
-    """Sessions scored per second by ``recommender.recommend`` (top 20 of every item), best of ``repeats``."""
-    best = math.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        recommender.recommend(sessions, k=20)
-        best = min(best, time.perf_counter() - start)
-    return len(sessions) / best
-
-
 def session_lists(data: SessionDataset, vocabulary: Vocabulary) -> list[list[str]]:
     return [vocabulary.item_ids[data.session(s)].tolist() for s in range(data.n_sessions)]
 
@@ -106,7 +99,7 @@ def random_walk_sessions(n_items: int, n_pairs: int, seed: int = 0) -> SessionDa
 
 # --- measurements (each runs in a fresh process: bench.common.in_fresh_process) ---
 
-def measure_narm(values: dict[str, Any], threads: int) -> dict[str, Any]:
+def measure_narm(values: dict[str, Any], threads: int, model_dir: str) -> dict[str, Any]:
     from bench.train import load_sample
 
     vocabulary, train_data, test_data, unknown = load_sample()
@@ -115,15 +108,15 @@ def measure_narm(values: dict[str, Any], threads: int) -> dict[str, Any]:
     seconds = sum(s.seconds for s in result.epochs)
     with torch_threads(threads):
         metrics = accuracy(NARMScorer(result.model, "cpu"), test_data)
-        rate = scoring_rate(Recommender(result.model, vocabulary), session_lists(test_data, vocabulary))
+    save_model(Path(model_dir), result.model, vocabulary, params.to_dict())
     return {"part": "narm", "model": f"narm ({'full' if params.uses_full_softmax(len(vocabulary)) else 'sampled'}"
                                      " softmax)", "data": "sample", **metrics,
             "train_seconds": round(seconds, 1), "pairs_per_s": round(sum(s.pairs for s in result.epochs) / seconds),
-            "scoring_sessions_per_s": round(rate), "epoch_loss": [round(s.loss, 4) for s in result.epochs],
+            "epoch_loss": [round(s.loss, 4) for s in result.epochs],
             "unknown_test_events": unknown, "params": params.to_dict()}
 
 
-def measure_gru4rec_beside(epochs: int, threads: int) -> dict[str, Any]:
+def measure_gru4rec_beside(epochs: int, threads: int, model_dir: str) -> dict[str, Any]:
     """GRU4Rec (rsc15 preset) measured exactly as :func:`measure_narm`, for the side-by-side rows."""
     from bench.train import load_sample
 
@@ -133,10 +126,28 @@ def measure_gru4rec_beside(epochs: int, threads: int) -> dict[str, Any]:
     seconds = sum(s.seconds for s in stats)
     with torch_threads(threads):
         metrics = accuracy(GRU4RecScorer(model, "cpu"), test_data)
-        rate = scoring_rate(Recommender(model, vocabulary), session_lists(test_data, vocabulary))
+    save_model(Path(model_dir), model, vocabulary, params.to_dict())
     return {"part": "narm", "model": "gru4rec (rsc15, same run)", "data": "sample", **metrics,
             "train_seconds": round(seconds, 1), "pairs_per_s": round(sum(s.pairs for s in stats) / seconds),
-            "scoring_sessions_per_s": round(rate), "unknown_test_events": unknown, "params": params.to_dict()}
+            "unknown_test_events": unknown, "params": params.to_dict()}
+
+
+def measure_scoring(model_dirs: list[str], threads: int, rounds: int = 5) -> dict[str, Any]:
+    """Sessions/s of each saved model scoring the sample's test sessions through the Recommender (top 20 of
+    all items), the models taking turns for ``rounds`` rounds so they see the same machine load; best round."""
+    from bench.train import load_sample
+
+    vocabulary, _, test_data, _ = load_sample()
+    sessions = session_lists(test_data, vocabulary)
+    best = dict.fromkeys(model_dirs, math.inf)
+    with torch_threads(threads):
+        recommenders = {d: Recommender.from_directory(d, device="cpu") for d in model_dirs}
+        for _ in range(rounds):
+            for directory, recommender in recommenders.items():
+                start = time.perf_counter()
+                recommender.recommend(sessions, k=20)
+                best[directory] = min(best[directory], time.perf_counter() - start)
+    return {"sessions_per_s": {d: round(len(sessions) / seconds) for d, seconds in best.items()}}
 
 
 def measure_softmax(n_items: int, softmax: str, threads: int, n_pairs: int) -> dict[str, Any]:
@@ -156,8 +167,12 @@ def run_narm_parts(parts: list[str], epochs: int, threads: int, narm_values: dic
 
     rows: list[dict[str, Any]] = []
     if "narm" in parts:
-        rows.append(in_fresh_process(measure_narm, narm_values, threads))
-        rows.append(in_fresh_process(measure_gru4rec_beside, epochs, threads))
+        with tempfile.TemporaryDirectory(prefix="bench-narm-") as scratch:
+            narm_dir, gru4rec_dir = f"{scratch}/narm", f"{scratch}/gru4rec"
+            rows.append(in_fresh_process(measure_narm, narm_values, threads, narm_dir))
+            rows.append(in_fresh_process(measure_gru4rec_beside, epochs, threads, gru4rec_dir))
+            rates = in_fresh_process(measure_scoring, [narm_dir, gru4rec_dir], threads)["sessions_per_s"]
+        rows[-2]["scoring_sessions_per_s"], rows[-1]["scoring_sessions_per_s"] = rates[narm_dir], rates[gru4rec_dir]
     if "narm-softmax" in parts:
         rows += [in_fresh_process(measure_softmax, n_items, softmax, threads, softmax_pairs)
                  for n_items in (10_000, 100_000) for softmax in ("full", "sampled")]
