@@ -157,14 +157,15 @@ def test_training_cli_fits_narm(training_dir: Path, tmp_path: Path) -> None:
     assert isinstance(model, NARM) and isinstance(vocabulary, Vocabulary) and params["epochs"] == 2
 
 
-def test_training_cli_refuses_gru4rec_flags_for_narm(training_dir: Path) -> None:
-    from training.train import build_parser, family_params
+def test_training_cli_takes_narm_params_and_refuses_gru4rec_flags(training_dir: Path) -> None:
+    from training.train import build_parser, family_overrides
 
     parser = build_parser("cpu")
     args = parser.parse_args(["--training-dir", str(training_dir), "--family", "narm", "--params", '{"hidden": 8}'])
-    assert family_params(args)["hidden"] == 8 and family_params(args)["embedding"] == 50
+    assert family_overrides(args)["narm"]["hidden"] == 8 and family_overrides(args)["narm"]["embedding"] == 50
     with pytest.raises(ValueError, match="GRU4Rec's"):
-        family_params(parser.parse_args(["--training-dir", str(training_dir), "--family", "narm", "--loss", "bpr"]))
+        family_overrides(parser.parse_args(["--training-dir", str(training_dir), "--family", "narm",
+                                            "--loss", "bpr"]))
     with pytest.raises(ValueError, match="unknown NARM parameter"):
-        family_params(parser.parse_args(["--training-dir", str(training_dir), "--family", "narm",
-                                         "--params", '{"layers": [3]}']))
+        family_overrides(parser.parse_args(["--training-dir", str(training_dir), "--family", "narm",
+                                            "--params", '{"layers": [3]}']))
