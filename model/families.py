@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from model.narm import NARM, NARMConfig
 from model.neighbours import RULES_FILE, SESSIONS_FILE, ItemNeighbours, VSKNNModel
 from model.network import GRU4Rec, GRU4RecConfig
 from model.storage import load_state_dict, save_state_dict
@@ -96,6 +97,7 @@ def table_family(name: str, model_type: Any, files: tuple[str, ...]) -> FamilySp
 
 FAMILIES: dict[str, FamilySpec] = {
     "gru4rec": module_family("gru4rec", GRU4RecConfig, GRU4Rec),
+    "narm": module_family("narm", NARMConfig, NARM),
     "sr": table_family("sr", ItemNeighbours, (RULES_FILE,)),
     "vsknn": table_family("vsknn", VSKNNModel, (SESSIONS_FILE,)),
 }

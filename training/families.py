@@ -32,6 +32,7 @@ from model.families import SessionModel
 from model.network import GRU4Rec, GRU4RecScorer
 from training.baselines import VSKNN, ModelBackedScorer, SequentialRules, SessionModelScorer
 from training.evaluate import SessionScorer, evaluate
+from training.narm_trainer import NARMTrainer
 from training.presets import PRESETS
 from training.trainer import CPU_THREADS, EpochStats, TrainParams, train
 
@@ -206,6 +207,7 @@ def _vsknn_space(trial: Any, n_items: int) -> dict[str, Any]:
 
 TRAINERS: dict[str, FamilyTrainer] = {
     "gru4rec": GRU4RecTrainer(),
+    "narm": NARMTrainer(),
     "sr": BaselineTrainer("sr", SequentialRules, _sr_space),
     "vsknn": BaselineTrainer("vsknn", VSKNN, _vsknn_space),
 }
