@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from model.artifacts import save_model
@@ -92,13 +93,15 @@ def load_training_set(training_dir: Path, split: str) -> tuple[Vocabulary, Sessi
 
 
 def evaluate_baselines(train_data: SessionDataset, eval_data: SessionDataset, names: Sequence[str],
-                       seed: int) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """Each baseline fitted on ``train_data`` and evaluated on ``eval_data``: (metrics, seconds) by name."""
+                       seed: int, popularity: np.ndarray | None = None,
+                       ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Each baseline fitted on ``train_data`` and evaluated on ``eval_data``: (metrics, seconds) by name.
+    ``popularity`` (training counts per item) adds the popularity bias of their lists."""
     metrics, seconds = {}, {}
     for name in names:
         start = time.perf_counter()
         scorer = fit_baselines(train_data, names=[name], seed=seed)[name]
-        metrics[name] = evaluate(scorer, eval_data, ks=KS, batch_size=EVALUATION_SLOTS)
+        metrics[name] = evaluate(scorer, eval_data, ks=KS, batch_size=EVALUATION_SLOTS, popularity=popularity)
         seconds[name] = time.perf_counter() - start
     return metrics, seconds
 
@@ -118,7 +121,8 @@ def run(training_dir: Path, params: TrainParams, split: str = "full", device: st
     vocabulary, train_data, eval_data = load_training_set(training_dir, split)
 
     def evaluate_fn(network: GRU4Rec) -> dict[str, float]:
-        return evaluate(GRU4RecScorer(network, target), eval_data, ks=KS, batch_size=EVALUATION_SLOTS)
+        return evaluate(GRU4RecScorer(network, target), eval_data, ks=KS, batch_size=EVALUATION_SLOTS,
+                        popularity=vocabulary.counts)
 
     model, stats = train(train_data, params, device=target, checkpoint_dir=checkpoint_dir,
                          on_epoch_end=on_epoch_end, evaluate_fn=evaluate_fn, on_progress=on_progress,
@@ -127,7 +131,8 @@ def run(training_dir: Path, params: TrainParams, split: str = "full", device: st
         save_model(output_dir, model, vocabulary, params.to_dict())
     with torch_threads(cpu_threads):
         metrics = stats[-1].eval_metrics or evaluate_fn(model)
-        baseline_metrics, baseline_seconds = evaluate_baselines(train_data, eval_data, baselines, params.seed)
+        baseline_metrics, baseline_seconds = evaluate_baselines(train_data, eval_data, baselines, params.seed,
+                                                                vocabulary.counts)
     return TrainingResult(model=model, vocabulary=vocabulary, params=params, device=target, split=split,
                           epochs=stats, metrics=metrics, baselines=baseline_metrics,
                           train_seconds=sum(s.seconds for s in stats),
