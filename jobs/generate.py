@@ -47,6 +47,7 @@ import pyarrow.parquet as pq
 
 from jobs.landing import day_dir, temporary_path
 from sessionrec.config import load_settings
+from sessionrec.layout import LandingZone
 
 log = logging.getLogger(__name__)
 
@@ -461,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  n_visitors=args.visitors, seed=args.seed, dirty_share=args.dirty_share,
                                  mode=args.mode)
     rows = write_landing_zone(table, raw_dir, args.format)
-    print(f"{table.num_rows:,} events in {len(rows)} day folder(s) under {raw_dir}/clicks "
+    print(f"{table.num_rows:,} events in {len(rows)} day folder(s) under {LandingZone(raw_dir).clicks} "
           f"({min(rows)} .. {max(rows)}), format {args.format}")
     return 0
 

@@ -4,15 +4,15 @@ The ``gru4rec_train`` DAG runs each as its own task (so a failed gate does not r
 training.train`` runs all three. They pass small values between them (a run id, a version number), never
 data: the training set and the model live in the lake and in MLflow.
 
-A retried training task resumes from the last complete epoch: checkpoints live under
-``<Settings.models_dir>/ds=D/checkpoints`` and are removed once the run is logged.
+A retried training task resumes from the last complete epoch: checkpoints live in the local work area
+(``WorkArea.checkpoints``, ``<home>/models/ds=D/checkpoints``) and are removed once the run is logged.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -23,9 +23,10 @@ from lifecycle.registry import CHAMPION, aliased_version, force_promote, gate_an
 from lifecycle.tracking import connect, training_run
 from model.device import resolve_device
 from sessionrec.config import Settings
+from sessionrec.layout import local_path, training_items
 from training.experiment import TrainingResult, run
+from training.families import DEFAULT_FAMILY, OnEpoch, epoch_stats, trainer_for
 from training.presets import PRESETS
-from training.trainer import EpochStats, TrainParams
 
 logger = logging.getLogger(__name__)
 
@@ -33,48 +34,42 @@ MODEL_URI_TAG = "model_uri"
 
 
 def training_dir_for(settings: Settings, ds: date) -> Path:
-    return Path(settings.training_dir) / f"ds={ds.isoformat()}"
+    """Day D's training set in the lake, as the local folder training reads (a remote lake is refused)."""
+    return local_path(settings.layout.training_set(ds))
 
 
-def work_dir_for(settings: Settings, ds: date) -> Path:
-    """Local scratch of one day's training: checkpoints and the saved model folder."""
-    return settings.models_dir / f"ds={ds.isoformat()}"
+def params_with(overrides: Mapping[str, Any] | None, preset: str = "default") -> dict[str, Any]:
+    """GRU4Rec's preset with ``overrides`` (TrainParams field names) applied and validated."""
+    return trainer_for("gru4rec").params({**PRESETS[preset], **(overrides or {})})
 
 
-def params_with(overrides: Mapping[str, Any] | None, preset: str = "default") -> TrainParams:
-    """The preset's hyperparameters with ``overrides`` (TrainParams field names) applied and validated."""
-    unknown = set(overrides or {}) - set(TrainParams.__dataclass_fields__)
-    if unknown:
-        raise ValueError(f"unknown training parameter(s) {sorted(unknown)}; "
-                         f"expected some of {sorted(TrainParams.__dataclass_fields__)}")
-    return TrainParams.from_dict({**PRESETS[preset], **(overrides or {})})
-
-
-def track_experiment(settings: Settings, ds: date, training_dir: Path, params: TrainParams,
+def track_experiment(settings: Settings, ds: date, training_dir: Path, params: Mapping[str, Any] | None,
                      device: str | None = None, output_dir: Path | None = None, checkpoint_dir: Path | None = None,
-                     on_epoch_end: Callable[[EpochStats], None] | None = None,
+                     on_epoch: OnEpoch | None = None, family: str = DEFAULT_FAMILY,
                      **run_options: Any) -> tuple[TrainingResult, str, str]:
     """``experiment.run`` inside one MLflow run: params, lineage, epochs, test and baseline metrics, plots
     and the model. Returns (result, run id, model URI). ``run_options`` go to ``experiment.run``."""
     training_dir = Path(training_dir)
-    if not (training_dir / "items.parquet").is_file():
+    if not Path(training_items(training_dir)).is_file():
         raise FileNotFoundError(f"{training_dir}: no training set (run jobs.training_set first)")
     target = resolve_device(device or settings.device)
-    work_dir = work_dir_for(settings, ds)
-    output_dir = Path(output_dir) if output_dir is not None else work_dir / "model"
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else work_dir / "checkpoints"
+    work = settings.work_area
+    output_dir = Path(output_dir) if output_dir is not None else work.saved_model(ds)
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else work.checkpoints(ds)
 
+    settings_of_family = trainer_for(family).params(params)
     with training_run(settings, ds, target) as tracked:
-        tracked.log_params(params.to_dict())
+        tracked.client.set_tag(tracked.run_id, "family", family)
+        tracked.log_params(settings_of_family)
         tracked.log_training_data(training_dir)
 
-        def epoch_done(stats: EpochStats) -> None:
-            tracked.on_epoch_end(stats)
-            if on_epoch_end is not None:
-                on_epoch_end(stats)
+        def epoch_done(epoch: int, metrics: Mapping[str, float]) -> None:
+            tracked.on_epoch_end(epoch_stats(epoch, metrics))
+            if on_epoch is not None:
+                on_epoch(epoch, metrics)
 
-        result = run(training_dir, params, device=str(target), output_dir=output_dir,
-                     checkpoint_dir=checkpoint_dir, on_epoch_end=epoch_done, **run_options)
+        result = run(training_dir, settings_of_family, device=str(target), output_dir=output_dir,
+                     checkpoint_dir=checkpoint_dir, on_epoch=epoch_done, family=family, **run_options)
         tracked.log_test_metrics(result.metrics)
         tracked.log_baselines(result.baselines)
         tracked.log_plots()
@@ -83,7 +78,7 @@ def track_experiment(settings: Settings, ds: date, training_dir: Path, params: T
         info = tracked.log_model(output_dir)
         tracked.client.set_tag(tracked.run_id, MODEL_URI_TAG, info.model_uri)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    logger.info("run %s logged model %s: recall@20 %.4f, mrr@20 %.4f", tracked.run_id, info.model_uri,
+    logger.info("run %s logged %s model %s: recall@20 %.4f, mrr@20 %.4f", tracked.run_id, family, info.model_uri,
                 result.metrics["recall@20"], result.metrics["mrr@20"])
     return result, tracked.run_id, info.model_uri
 
@@ -99,7 +94,7 @@ def train_and_log(settings: Settings, ds: date, overrides: Mapping[str, Any] | N
 
 def summary(result: TrainingResult, run_id: str, model_uri: str) -> dict[str, Any]:
     """What the next task and the operator need, JSON-safe (it travels through XCom)."""
-    return {"run_id": run_id, "model_uri": model_uri, "device": str(result.device),
+    return {"run_id": run_id, "model_uri": model_uri, "family": result.family, "device": str(result.device),
             "metrics": result.metrics, "baselines": result.baselines,
             "train_seconds": result.train_seconds, "pairs_per_s": result.throughput_events_per_s}
 

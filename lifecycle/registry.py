@@ -52,11 +52,12 @@ from lifecycle.tracking import connect, metric_key
 from model.artifacts import load_model
 from model.data import VOCABULARY_FILE, Vocabulary, dataset_from_table, load_split, read_vocabulary
 from model.device import resolve_device
-from model.network import GRU4RecScorer
+from model.families import LEGACY_FAMILY
 from model.packaging import download_model_dir
 from sessionrec.config import Settings, load_settings
 from training.baselines import fit_baselines
 from training.evaluate import SessionScorer, evaluate
+from training.families import trainer_for
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +65,10 @@ CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
 GATE_METRICS = ("recall@20", "mrr@20")
 KS = (1, 5, 10, 20)
 TEST_EVENT_COLUMNS = ("session_id", "item_id", "event_time")
+FAMILY_TAG = "family"
 MODEL_DESCRIPTION = (
-    "GRU4Rec session-based next-item recommender (pyfunc: session_id + item_ids in, top-k items out). "
+    "Session-based next-item recommender (pyfunc: session_id + item_ids in, top-k items out); each version's "
+    "'family' tag says which model family it is (gru4rec, sr, vsknn, ...). "
     "@champion is served by the nightly scoring, @previous is the champion before the last promotion, "
     "@challenger is the latest version that did not pass the promotion gate."
 )
@@ -160,9 +163,10 @@ def evaluate_version(client: MlflowClient, model_name: str, version: str, events
     with tempfile.TemporaryDirectory(prefix="gru4rec-gate-") as scratch:
         source = client.get_model_version_download_uri(model_name, version)
         model_dir = download_model_dir(source, scratch)
-        network, vocabulary, _ = load_model(model_dir, device=device)
-    logger.info("evaluating %s version %s on %d test events", model_name, version, events.num_rows)
-    return evaluate_events(GRU4RecScorer(network, device), vocabulary, events)
+        model, vocabulary, _ = load_model(model_dir, device=device)
+    logger.info("evaluating %s version %s (%s) on %d test events", model_name, version, model.family,
+                events.num_rows)
+    return evaluate_events(trainer_for(model.family).scorer(model), vocabulary, events)
 
 
 def evaluate_popularity(training_dir: Path | str, events: pa.Table) -> dict[str, float]:
@@ -202,7 +206,8 @@ def ensure_registered_model(client: MlflowClient, model_name: str) -> None:
 def version_description(logical_date: date, run: Run) -> str:
     """What the registry UI shows for a version: date, run, test results, training set, device, commit."""
     metrics, tags = run.data.metrics, run.data.tags
-    lines = [f"GRU4Rec trained for {logical_date.isoformat()} (run {run.info.run_name}, {run.info.run_id})."]
+    family = tags.get(FAMILY_TAG, LEGACY_FAMILY)
+    lines = [f"{family} trained for {logical_date.isoformat()} (run {run.info.run_name}, {run.info.run_id})."]
     if "test_recall_20" in metrics and "test_mrr_20" in metrics:
         results = f"Test Recall@20 {metrics['test_recall_20']:.4f}, MRR@20 {metrics['test_mrr_20']:.4f}"
         if "baseline_pop_recall_20" in metrics:
@@ -223,6 +228,7 @@ def register_version(client: MlflowClient, model_info: ModelInfo, model_name: st
     run = client.get_run(model_info.run_id)
     tags = {key: f"{value:.6g}" for key, value in run.data.metrics.items() if key.startswith("test_")}
     tags["logical_date"] = logical_date.isoformat()
+    tags[FAMILY_TAG] = run.data.tags.get(FAMILY_TAG, LEGACY_FAMILY)
     if "training_dir" in run.data.tags:
         tags["training_dir"] = run.data.tags["training_dir"]
     version = client.create_model_version(model_name, source=model_info.model_uri, run_id=model_info.run_id,

@@ -57,7 +57,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 
 from model.data import SPLITS, VOCABULARY_FILE
-from model.packaging import log_gru4rec_model
+from model.packaging import log_session_model
 from sessionrec.config import PROJECT_ROOT, Settings
 
 if TYPE_CHECKING:
@@ -304,7 +304,7 @@ class TrainingRun:
     def log_model(self, model_dir: Path | str, name: str = "model") -> ModelInfo:
         """The model folder as the run's pyfunc model (model/packaging.py)."""
         self._require_active()
-        return log_gru4rec_model(Path(model_dir), name=name)
+        return log_session_model(Path(model_dir), name=name)
 
     def _require_active(self) -> None:
         """MLflow's dataset and model logging write to the active run: it must be this one."""

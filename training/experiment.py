@@ -1,7 +1,8 @@
-"""One training experiment: load a training set split, train GRU4Rec, evaluate it beside the baselines.
+"""One training experiment: load a training set split, fit a model family, evaluate it beside the baselines.
 
 ``run`` is what ``python -m training.train`` and the MLflow pipeline (lifecycle/pipeline.py) both call; it
-knows nothing about tracking, the registry or the command line.
+knows nothing about tracking, the registry or the command line, and reaches a family only through
+``training.families.TRAINERS``.
 """
 
 from __future__ import annotations
@@ -9,42 +10,43 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from model.artifacts import save_model
 from model.data import VOCABULARY_FILE, SessionDataset, Vocabulary, load_split, read_vocabulary
 from model.device import resolve_device
-from model.network import GRU4Rec, GRU4RecScorer
+from model.families import SessionModel
 from training.baselines import BASELINES, fit_baselines
 from training.evaluate import evaluate
-from training.trainer import CPU_THREADS, EpochStats, TrainParams, torch_threads, train
+from training.families import DEFAULT_FAMILY, EVALUATION_SLOTS, KS, OnEpoch, trainer_for
+from training.trainer import CPU_THREADS, EpochStats, torch_threads
 
 logger = logging.getLogger(__name__)
 
-KS = (1, 5, 10, 20)
 SPLITS = {"full": ("train", "test"), "tuning": ("train_tr", "valid")}
 STATS_FILE = "stats.json"
-EVALUATION_SLOTS = 512
 
 
 @dataclass
 class TrainingResult:
     """Everything a training run produced, for the report and for experiment tracking."""
 
-    model: GRU4Rec
+    family: str
+    model: SessionModel
     vocabulary: Vocabulary
-    params: TrainParams
+    params: dict[str, Any]
     device: torch.device
     split: str
     epochs: list[EpochStats]
     metrics: dict[str, float]
     baselines: dict[str, dict[str, float]]
     train_seconds: float
+    train_pairs: int
     n_unknown_test_events: int | None
     model_dir: Path | None = None
     baseline_seconds: dict[str, float] = field(default_factory=dict)  # fitting and evaluation
@@ -52,13 +54,13 @@ class TrainingResult:
     @property
     def throughput_events_per_s(self) -> float:
         """Training pairs per second over all epochs (evaluation time excluded)."""
-        return sum(s.pairs for s in self.epochs) / self.train_seconds
+        return self.train_pairs / self.train_seconds if self.train_seconds > 0 else 0.0
 
     def report(self) -> dict:
-        return {"metrics": self.metrics, "baselines": self.baselines,
+        return {"family": self.family, "metrics": self.metrics, "baselines": self.baselines,
                 "throughput_events_per_s": self.throughput_events_per_s, "train_seconds": self.train_seconds,
                 "n_unknown_test_events": self.n_unknown_test_events, "split": self.split,
-                "device": str(self.device), "params": self.params.to_dict(),
+                "device": str(self.device), "params": self.params,
                 "epochs": [asdict(s) for s in self.epochs], "baseline_seconds": self.baseline_seconds,
                 "model_dir": str(self.model_dir) if self.model_dir else None}
 
@@ -106,36 +108,34 @@ def evaluate_baselines(train_data: SessionDataset, eval_data: SessionDataset, na
     return metrics, seconds
 
 
-def run(training_dir: Path, params: TrainParams, split: str = "full", device: str = "auto",
+def run(training_dir: Path, params: Mapping[str, Any] | None = None, split: str = "full", device: str = "auto",
         output_dir: Path | None = None, checkpoint_dir: Path | None = None,
-        baselines: Sequence[str] = tuple(BASELINES),
-        on_epoch_end: Callable[[EpochStats], None] | None = None,
+        baselines: Sequence[str] = tuple(BASELINES), on_epoch: OnEpoch | None = None,
         on_progress: Callable[[int, int, int], None] | None = None,
-        cpu_threads: int | None = CPU_THREADS) -> TrainingResult:
-    """Train on the split's training part, evaluate each epoch on its evaluation part, then the baselines.
+        cpu_threads: int | None = CPU_THREADS, family: str = DEFAULT_FAMILY) -> TrainingResult:
+    """Fit ``family`` with its defaults plus ``params`` on the split's training part (evaluating every epoch
+    on its evaluation part), save it to ``output_dir`` when given, then evaluate the baselines.
 
-    ``cpu_threads`` (torch intra-op threads) applies to training, evaluation and the baselines.
+    ``cpu_threads`` (torch intra-op threads) applies to fitting, evaluation and the baselines.
     """
     training_dir = Path(training_dir)
+    trainer = trainer_for(family)
+    settings = trainer.params(params)
     target = resolve_device(device)
     vocabulary, train_data, eval_data = load_training_set(training_dir, split)
-
-    def evaluate_fn(network: GRU4Rec) -> dict[str, float]:
-        return evaluate(GRU4RecScorer(network, target), eval_data, ks=KS, batch_size=EVALUATION_SLOTS,
-                        popularity=vocabulary.counts)
-
-    model, stats = train(train_data, params, device=target, checkpoint_dir=checkpoint_dir,
-                         on_epoch_end=on_epoch_end, evaluate_fn=evaluate_fn, on_progress=on_progress,
-                         cpu_threads=cpu_threads)
-    if output_dir is not None:
-        save_model(output_dir, model, vocabulary, params.to_dict())
     with torch_threads(cpu_threads):
-        metrics = stats[-1].eval_metrics or evaluate_fn(model)
-        baseline_metrics, baseline_seconds = evaluate_baselines(train_data, eval_data, baselines, params.seed,
-                                                                vocabulary.counts)
-    return TrainingResult(model=model, vocabulary=vocabulary, params=params, device=target, split=split,
-                          epochs=stats, metrics=metrics, baselines=baseline_metrics,
-                          train_seconds=sum(s.seconds for s in stats),
+        fitted = trainer.fit(train_data, settings, target, eval_data=eval_data, on_epoch=on_epoch,
+                             checkpoint_dir=checkpoint_dir, on_progress=on_progress, cpu_threads=cpu_threads)
+        if output_dir is not None:
+            trainer.save(fitted, Path(output_dir), vocabulary, settings)
+        # Evaluated once more (not the last epoch's metrics) for the popularity bias, which needs the counts.
+        metrics = evaluate(trainer.scorer(fitted.model), eval_data, ks=KS, batch_size=EVALUATION_SLOTS,
+                           popularity=vocabulary.counts)
+        baseline_metrics, baseline_seconds = evaluate_baselines(train_data, eval_data, baselines,
+                                                                int(settings.get("seed", 1)), vocabulary.counts)
+    return TrainingResult(family=family, model=fitted.model, vocabulary=vocabulary, params=settings, device=target,
+                          split=split, epochs=fitted.history, metrics=metrics, baselines=baseline_metrics,
+                          train_seconds=fitted.seconds, train_pairs=fitted.pairs,
                           n_unknown_test_events=unknown_events(training_dir, SPLITS[split][1]),
                           model_dir=Path(output_dir) if output_dir is not None else None,
                           baseline_seconds=baseline_seconds)

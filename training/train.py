@@ -21,7 +21,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import TextIO
@@ -30,6 +30,7 @@ from lifecycle.pipeline import gate, register, track_experiment
 from sessionrec.config import load_settings
 from training.baselines import BASELINES
 from training.experiment import SPLITS, TrainingResult, run
+from training.families import epoch_stats
 from training.losses import LOSSES
 from training.optim import OPTIMIZERS
 from training.presets import PRESETS
@@ -164,16 +165,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown baseline(s) {unknown}; expected some of {sorted(BASELINES)}")
     progress = ProgressLine(params.epochs)
 
-    def print_epoch(stats: EpochStats) -> None:
+    def print_epoch(epoch: int, metrics: Mapping[str, float]) -> None:
         progress.clear()
-        print(format_epoch(stats, params.epochs), flush=True)
+        print(format_epoch(epoch_stats(epoch, metrics), params.epochs), flush=True)
 
     options = {"split": args.split, "device": args.device, "output_dir": args.output_dir,
-               "checkpoint_dir": args.checkpoint_dir, "baselines": baselines, "on_epoch_end": print_epoch,
+               "checkpoint_dir": args.checkpoint_dir, "baselines": baselines, "on_epoch": print_epoch,
                "on_progress": progress, "cpu_threads": args.threads}
     if args.mlflow:
         day = logical_date(args, parser)
-        result, run_id, model_uri = track_experiment(settings, day, args.training_dir, params, **options)
+        result, run_id, model_uri = track_experiment(settings, day, args.training_dir, params.to_dict(), **options)
         print(format_summary(result))
         print(f"MLflow run {run_id} ({settings.mlflow_tracking_uri}); model {model_uri}")
         if args.register and args.split == "full":
@@ -182,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"registered {settings.model_name} version {version}: "
                   f"{'promoted to @champion' if decision['promoted'] else 'not promoted'} ({decision['reason']})")
     else:
-        result = run(args.training_dir, params, **options)
+        result = run(args.training_dir, params.to_dict(), **options)
         print(format_summary(result))
     if args.report is not None:
         args.report.parent.mkdir(parents=True, exist_ok=True)

@@ -159,7 +159,7 @@ def test_gate_promotes_better_models_and_keeps_worse_ones_as_challenger(
     assert str(first.version) == "1" and first.tags["logical_date"] == "2026-11-21"
     assert float(first.tags["test_recall_20"]) > 0.9
     assert first.tags["training_dir"] == str(training_dir.resolve())
-    assert "GRU4Rec trained for 2026-11-21" in first.description and "Recall@20" in first.description
+    assert "gru4rec trained for 2026-11-21" in first.description and "Recall@20" in first.description
     decision = gate_and_promote(client, name, first.version, training_dir, tolerance, margin, device="cpu")
     assert decision.promote and "no champion yet" in decision.reason
     assert aliases(client, name) == {CHAMPION: "1"}
