@@ -11,7 +11,7 @@ Manual by default (the form below); a weekly schedule when `Settings.tune_cron` 
    deployment with several GPU workers searches that many times faster; locally they run one by one).
    Every trial trains on `train_tr` and is measured on `valid` after each epoch; trials behind the
    median of earlier ones are pruned. The test split is never read.
-3. **finish**: makes the best trial the data set's tuned preset (`<lake>/tuned/gru4rec.json`, and the
+3. **finish**: makes the best trial the data set's tuned preset (`<lake>/tuned/<family>/params.json`, and the
    parent MLflow run's artifact) if it beats the current one on this validation data; nightly training
    uses it by default.
 
@@ -29,7 +29,7 @@ from dag_support.params import day_param
 from dag_support.tasks import resolve_day
 
 from sessionrec.config import load_settings
-from training.tune import METRICS, SEARCH_SPACES
+from training.tune import METRICS
 
 settings = load_settings()
 SEARCH = "Search"
@@ -56,7 +56,8 @@ with DAG(
                                  section=SEARCH),
         "metric": Param(settings.tune_metric, type="string", enum=list(METRICS), title="Validation metric",
                         section=SEARCH),
-        "family": Param("gru4rec", type="string", enum=sorted(SEARCH_SPACES), title="Model family",
+        "family": Param("gru4rec", type="string", pattern=r"^[a-z][a-z0-9_]*$", title="Model family",
+                        description="A family of training/families.py (its search_space is searched).",
                         section=SEARCH),
         "seed": Param(1, type="integer", minimum=0, title="Sampler seed", section=SEARCH),
     },
@@ -67,12 +68,12 @@ with DAG(
     @task(task_display_name="Create or resume the study")
     def prepare(day: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         from dataclasses import asdict
-        from pathlib import Path
 
+        from sessionrec.layout import local_path
         from training.tune import prepare as prepare_study
 
         params = params or {}
-        spec = prepare_study(settings, Path(settings.training_dir) / f"ds={day}", params["family"],
+        spec = prepare_study(settings, local_path(settings.layout.training_set(day)), params["family"],
                              params["trials"], params.get("timeout_minutes"), params["metric"], params["seed"])
         return asdict(spec)
 

@@ -19,7 +19,8 @@
   median of earlier ones at the same epoch. A trial's value is its metric after its last epoch.
 - With MLflow, the search is one parent run (best-so-far as the ``best_value`` metric and ``best_*``
   tags) and every trial a nested run with its parameters and per-epoch validation metrics.
-- The best trial becomes the data set's tuned preset (:func:`tuned_path`), which nightly training uses by
+- The search space is the family's ``search_space`` (training/families.py), its ranges documented there.
+- The best trial becomes the data set's tuned preset (training/tuned.py), which nightly training uses by
   default when present (:func:`load_tuned_params`). A new search starts by measuring the current tuned
   preset on its own validation data (an enqueued first trial), so the preset is replaced only by a
   trial that does better on the same data.
@@ -43,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sessionrec.config import Settings, load_settings
-from training.tuned import TUNED_DIR, TunedPreset, load_tuned, store_tuned, tuned_path
+from training.tuned import TunedPreset, load_tuned, store_tuned, tuned_path
 
 if TYPE_CHECKING:
     import numpy as np
@@ -58,44 +59,6 @@ PRUNER_WARMUP_EPOCHS = 2
 TPE_STARTUP_TRIALS = 8
 VALID_KS = (20,)
 METRICS = ("mrr@20", "recall@20", "ndcg@20")
-
-# --- the search space (moves to the family's ``search_space`` in training/families.py) ---
-
-# GRU4Rec's ranges as its authors searched them (GRU4REC.md, "Tuning ranges"): one GRU layer of 64-512
-# units, batch 32-256, learning rate 0.01-0.25, momentum 0-0.9, dropout 0-0.5 (embedding) and 0-0.7
-# (hidden), sampling alpha 0-1; for BPR-max bpreg 0-2 and elu in {0, 0.5, 1}; cross-entropy with logQ.
-# Extra negatives: their presets use 2048, capped here by the catalogue. Epochs: their presets run 10.
-N_SAMPLE_CHOICES = (0, 256, 1024, 2048)
-EPOCH_RANGE = (4, 16)
-
-
-def gru4rec_search_space(trial: Any, n_items: int) -> dict[str, Any]:
-    """TrainParams field values for one trial (``trial`` is an ``optuna.Trial``)."""
-    loss = trial.suggest_categorical("loss", ["cross-entropy", "bpr-max"])
-    params: dict[str, Any] = {
-        "loss": loss,
-        "layers": [trial.suggest_int("hidden_size", 64, 512, log=True)],
-        "batch_size": trial.suggest_int("batch_size", 32, 256, log=True),
-        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.25, log=True),
-        "momentum": trial.suggest_float("momentum", 0.0, 0.9),
-        "dropout_embed": trial.suggest_float("dropout_embed", 0.0, 0.5),
-        "dropout_hidden": trial.suggest_float("dropout_hidden", 0.0, 0.7),
-        "n_sample": trial.suggest_categorical("n_sample", sorted({min(n, n_items) for n in N_SAMPLE_CHOICES})),
-        "sample_alpha": trial.suggest_float("sample_alpha", 0.0, 1.0),
-        "epochs": trial.suggest_int("epochs", *EPOCH_RANGE),
-        "constrained_embedding": True,
-        "embedding": 0,
-    }
-    if loss == "bpr-max":
-        params.update(bpreg=trial.suggest_float("bpreg", 0.0, 2.0),
-                      elu_param=trial.suggest_categorical("elu_param", [0.0, 0.5, 1.0]), logq=0.0)
-    else:
-        params.update(logq=1.0, bpreg=0.0, elu_param=0.0)
-    return params
-
-
-SEARCH_SPACES: dict[str, Callable[[Any, int], dict[str, Any]]] = {"gru4rec": gru4rec_search_space}
-
 
 # --- the study ---
 
@@ -203,8 +166,9 @@ def prepare(settings: Settings, training_dir: Path, family: str = "gru4rec", tri
     """Create or resume the study (and its MLflow parent run); enqueue the current tuned preset first."""
     optuna = _optuna()
 
-    if family not in SEARCH_SPACES:
-        raise ValueError(f"no search space for family {family!r}; known: {sorted(SEARCH_SPACES)}")
+    from training.families import trainer_for
+
+    trainer_for(family)  # an unknown family is refused before anything is created
     metric = metric or settings.tune_metric
     if metric not in METRICS:
         raise ValueError(f"metric {metric!r}: expected one of {METRICS}")
@@ -273,35 +237,30 @@ class Objective:
     def __call__(self, trial: Any) -> float:
         optuna = _optuna()
 
-        from model.network import GRU4RecScorer
         from training.evaluate import evaluate
-        from training.trainer import EpochStats, TrainParams, train
+        from training.families import EVALUATION_SLOTS, KS, trainer_for
 
-        params = TrainParams.from_dict(SEARCH_SPACES[self.spec.family](trial, self.data.n_items))
-        trial.set_user_attr("train_params", params.to_dict())
+        trainer = trainer_for(self.spec.family)
+        params = trainer.params(trainer.search_space(trial, self.data.n_items))
+        trial.set_user_attr("train_params", params)
         trial.set_user_attr("worker", self.worker)
-        run_id = self._start_run(trial, params.to_dict())
+        run_id = self._start_run(trial, params)
         last: dict[str, float] = {}
 
-        def measure(network: Any) -> dict[str, float]:
-            return evaluate(GRU4RecScorer(network, self.device), self.data.valid, ks=VALID_KS,
-                            popularity=self.data.popularity)
-
-        def on_epoch_end(stats: EpochStats) -> None:
-            metrics = stats.eval_metrics or {}
+        def on_epoch(epoch: int, metrics: Mapping[str, float]) -> None:
             last.clear()
-            last.update(metrics)
-            trial.report(metrics[self.spec.metric], stats.epoch)
-            self._log(run_id, {f"valid_{k.replace('@', '_')}": v for k, v in metrics.items() if "@" in k}
-                      | {"train_loss": stats.loss, "train_pairs_per_s": stats.pairs_per_s}, stats.epoch)
+            last.update({k: v for k, v in metrics.items() if "@" in k})
+            trial.report(metrics[self.spec.metric], epoch)
+            self._log(run_id, {f"valid_{k.replace('@', '_')}": v for k, v in last.items()}
+                      | {"train_loss": metrics["loss"], "train_pairs_per_s": metrics["pairs_per_s"]}, epoch)
             if trial.should_prune():
-                trial.set_user_attr("pruned_at_epoch", stats.epoch)
+                trial.set_user_attr("pruned_at_epoch", epoch)
                 raise optuna.TrialPruned(f"{self.spec.metric} {metrics[self.spec.metric]:.4f} after epoch "
-                                         f"{stats.epoch} is below the median of earlier trials")
+                                         f"{epoch} is below the median of earlier trials")
 
         start = time.perf_counter()
         try:
-            train(self.data.train, params, device=self.device, on_epoch_end=on_epoch_end, evaluate_fn=measure)
+            fitted = trainer.fit(self.data.train, params, self.device, eval_data=self.data.valid, on_epoch=on_epoch)
         except optuna.TrialPruned:
             self._end_run(run_id, "PRUNED", time.perf_counter() - start, last)
             raise
@@ -312,8 +271,11 @@ class Objective:
         except BaseException:
             self._end_run(run_id, "FAIL", time.perf_counter() - start, last)
             raise
+        if not fitted.history:  # fitted in one pass: measured once
+            last.update({k: v for k, v in evaluate(trainer.scorer(fitted.model), self.data.valid, ks=KS,
+                                                   batch_size=EVALUATION_SLOTS).items() if "@" in k})
         seconds = time.perf_counter() - start
-        trial.set_user_attr("valid_metrics", {k: v for k, v in last.items() if "@" in k})
+        trial.set_user_attr("valid_metrics", dict(last))
         trial.set_user_attr("seconds", seconds)
         self._end_run(run_id, "COMPLETE", seconds, last)
         return float(last[self.spec.metric])
@@ -516,7 +478,7 @@ def _update_tuned(settings: Settings, spec: SearchSpec, study: Any, best: Any) -
     if spec.parent_run_id is not None:
         from lifecycle.tracking import connect
 
-        connect(settings).log_dict(spec.parent_run_id, asdict(preset), f"{TUNED_DIR}/{spec.family}.json")
+        connect(settings).log_dict(spec.parent_run_id, asdict(preset), f"tuned/{spec.family}.json")
     logger.info("tuned preset of %s: trial %d of %s, %s %.4f -> %s", spec.family, best.number, spec.study,
                 spec.metric, best.value, stored)
     return str(stored), True, f"trial {best.number} is the best on this validation data"
@@ -548,7 +510,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--training-dir", type=Path, required=True, help="training set folder (training/ds=D)")
     parser.add_argument("--trials", type=int, help="finished trials to reach (default: Settings.tune_trials)")
     parser.add_argument("--timeout-minutes", type=float, help="start no trial after this many minutes")
-    parser.add_argument("--family", default="gru4rec", choices=sorted(SEARCH_SPACES))
+    parser.add_argument("--family", default="gru4rec", help="a model family of training/families.py "
+                                                               "(default: %(default)s)")
     parser.add_argument("--workers", type=int, help="trials at once (processes; 0: one per CPU core; default: "
                                                     "Settings.tune_workers)")
     parser.add_argument("--metric", choices=METRICS, help="validation metric to maximise "

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sessionrec.config import Settings
-
-TUNED_DIR = "tuned"
+from sessionrec.layout import local_path
 
 
 @dataclass(frozen=True)
@@ -22,7 +21,7 @@ class TunedPreset:
     """The best trial of a search: what nightly training uses and where it came from."""
 
     family: str
-    params: dict[str, Any]         # TrainParams field values
+    params: dict[str, Any]         # the family's parameters (for GRU4Rec: TrainParams field values)
     search_params: dict[str, Any]  # the trial's Optuna parameters (to measure it again in a later study)
     metric: str
     value: float
@@ -36,8 +35,9 @@ class TunedPreset:
 
 
 def tuned_path(settings: Settings, family: str) -> Path:
-    """``<lake>/tuned/<family>.json``: the data set's tuned preset, beside the training sets."""
-    return Path(settings.lake) / TUNED_DIR / f"{family}.json"
+    """``<lake>/tuned/<family>/params.json`` (sessionrec/layout.py): the data set's tuned preset, beside the
+    training sets. Local lakes only, like the training sets the trainers read."""
+    return local_path(settings.layout.tuned_params(family))
 
 
 def load_tuned(settings: Settings, family: str) -> TunedPreset | None:
@@ -53,7 +53,7 @@ def load_tuned(settings: Settings, family: str) -> TunedPreset | None:
 
 
 def load_tuned_params(settings: Settings, family: str = "gru4rec") -> dict[str, Any] | None:
-    """TrainParams field values of the data set's tuned preset (what nightly training uses by default), or
+    """The family's parameters from the data set's tuned preset (what nightly training uses by default), or
     None without one. Where they came from (to record with a training run): ``load_tuned(...).study`` and
     ``.trial``."""
     tuned = load_tuned(settings, family)

@@ -44,7 +44,7 @@ BAD_CONFS: dict[str, list[tuple[dict[str, Any], str]]] = {
                      ({"workers": 0}, "less than the minimum of 1"),
                      ({"timeout_minutes": 0}, "less than or equal to the minimum"),
                      ({"metric": "auc"}, "is not one of"),
-                     ({"family": "word2vec"}, "is not one of")],
+                     ({"family": "GRU 4"}, "does not match")],
     "gru4rec_score": [({"top_k": 0}, "less than the minimum of 1"),
                       ({"model": "models:/gru4rec@champion"}, "does not match"),
                       ({"model": "0"}, "does not match"),
