@@ -48,6 +48,10 @@ def _settings(home: Path) -> Any:
     return load_settings(env={}, home=home)
 
 
+def _echo(line: str) -> None:
+    print(line, flush=True)
+
+
 def _accuracy(metrics: dict[str, float]) -> dict[str, float]:
     return {key: round(metrics[key], 4) for key in ("recall@20", "mrr@20")}
 
@@ -113,7 +117,7 @@ def measure_intent(scratch: str, trials: int, timeout_minutes: float, workers: i
     rows += _rows_of("gru4rec, default preset", default, reference)
     search_started = time.perf_counter()
     summary = tune.search(settings, training_dir, trials=trials, timeout_minutes=timeout_minutes,
-                          workers=workers, seed=1, device="cpu")
+                          workers=workers, seed=1, device="cpu", echo=_echo)
     search_seconds = time.perf_counter() - search_started
     tuned = tune.load_tuned(settings, "gru4rec")
     rows += _rows_of("gru4rec, tuned (default path)", _train_full(training_dir, tuned.params), reference)[:1]
@@ -137,7 +141,7 @@ def measure_yoochoose(scratch: str, trials: int, timeout_minutes: float, workers
     prepare_seconds = time.perf_counter() - started
     search_started = time.perf_counter()
     summary = tune.search(settings, training_dir, trials=trials, timeout_minutes=timeout_minutes,
-                          workers=workers, seed=1, device="cpu")
+                          workers=workers, seed=1, device="cpu", echo=_echo)
     search_seconds = time.perf_counter() - search_started
     tuned = tune.load_tuned(settings, "gru4rec")
     rows = _rows_of("gru4rec, tuned", _train_full(training_dir, tuned.params), None)
