@@ -24,7 +24,9 @@ MRR@K; that expectation is the sum of the K largest ``p`` and ``sum_r p_(r) / r`
 metric ties count against the model, so a scorer with tied scores can only do worse: equal probabilities
 ranked in any strict order give the same expectation, which is the ceiling. The last-item oracle ranks by
 ``P(next | current item)``, which averages the intents over every position an item can occupy (weighted
-by the session length distribution); its expectation is taken under the same ``p``.
+by the session length distribution); its expectation is taken under the same ``p``. On a training set's
+test split both are restricted to the vocabulary (the only items a model can rank, and the only targets
+the split keeps).
 """
 
 from __future__ import annotations
@@ -254,14 +256,21 @@ class Ceiling:
 
 
 def ceiling(model: IntentModel, items: np.ndarray, offsets: np.ndarray, k: int = 20,
-            mean_length: float | None = None, max_length: int | None = None) -> Ceiling:
+            mean_length: float | None = None, max_length: int | None = None,
+            known: np.ndarray | None = None) -> Ceiling:
     """The ceiling over every next-item event of the sessions ``items[offsets[s]:offsets[s + 1]]``.
+
+    ``known`` (a boolean mask over items) restricts the catalogue to the items a model can rank, as a
+    training set's vocabulary does: its test split keeps only targets in the vocabulary, so the predictive
+    distribution is conditioned on the next item being known (restricted and renormalised).
 
     Realised ranks count ties against the ranking, as training/evaluate.py does. ``mean_length`` and
     ``max_length`` (of the session length distribution the last-item oracle averages over) default to
     jobs/generate.py's.
     """
     items, offsets = np.asarray(items, dtype=np.int64), np.asarray(offsets, dtype=np.int64)
+    if known is not None and (known.shape != (model.n_items,) or not known.any()):
+        raise ValueError(f"known must be a boolean mask over the {model.n_items} items with at least one set")
     if len(items) and (items.min() < 0 or items.max() >= model.n_items):
         raise ValueError(f"item indexes must lie in 0..{model.n_items - 1}; got {items.min()}..{items.max()}")
     lengths = np.diff(offsets)
@@ -284,6 +293,10 @@ def ceiling(model: IntentModel, items: np.ndarray, offsets: np.ndarray, k: int =
             posterior = np.exp(log_post[part] - log_post[part].max(axis=1, keepdims=True))
             truth = model.predictive(posterior / posterior.sum(axis=1, keepdims=True), current[part])
             oracle = model.predictive(last_item_intents[current[part]], current[part])
+            if known is not None:
+                truth[:, ~known] = 0.0
+                truth /= np.maximum(truth.sum(axis=1, keepdims=True), np.finfo(float).tiny)
+                oracle[:, ~known] = -1.0  # never ranked
             bayes = _top_k_expectations(truth, truth, k)
             by_oracle = _top_k_expectations(truth, oracle, k)
             rank = (truth >= truth[np.arange(len(truth)), target[part]][:, None]).sum(axis=1)
@@ -317,6 +330,18 @@ def read_split_sessions(training_dir: Path | str, split: str = "test") -> tuple[
     return items, np.r_[starts, len(items)].astype(np.int64)
 
 
+def read_known_items(training_dir: Path | str, n_items: int) -> np.ndarray:
+    """The training set's vocabulary (``items.parquet``) as a boolean mask over generator item indexes."""
+    path = Path(training_dir) / "items.parquet"
+    ids = pc.cast(ds.dataset(path, format="parquet").to_table(columns=["item_id"]).column("item_id"), "int64")
+    indexes = ids.to_numpy() - ITEM_ID_OFFSET
+    if len(indexes) and (indexes.min() < 0 or indexes.max() >= n_items):
+        raise ValueError(f"{path}: item ids outside the {n_items} generated items; wrong --items?")
+    known = np.zeros(n_items, dtype=bool)
+    known[indexes] = True
+    return known
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Bayes-optimal and last-item-oracle accuracy of the "
                                                  "intent-generated data's test split")
@@ -329,7 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     model = build_intent_model(np.random.default_rng(args.seed), args.items)
     items, offsets = read_split_sessions(args.training_dir, args.split)
-    print(json.dumps(ceiling(model, items, offsets, args.k).to_dict(), indent=2))
+    known = read_known_items(args.training_dir, args.items)
+    print(json.dumps(ceiling(model, items, offsets, args.k, known=known).to_dict(), indent=2))
     return 0
 
 

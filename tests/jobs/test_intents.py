@@ -87,6 +87,18 @@ def test_ceiling_by_hand_on_a_tiny_generator() -> None:
         ceiling(model, np.array([0, 3]), np.array([0, 2]))
 
 
+def test_ceiling_restricted_to_the_known_items() -> None:
+    # After [1] the next is 0 or 2 with 1/2 each; with item 2 unknown (not in the vocabulary, so never a
+    # target of the split) it is 0 for sure, for the Bayes ranking and the oracle alike.
+    model = tiny_model()
+    known = np.array([True, True, False])
+    result = ceiling(model, np.array([1, 0]), np.array([0, 2]), k=1, mean_length=3.0, max_length=6, known=known)
+    assert result.bayes_recall == pytest.approx(1.0) and result.realised_recall == 1.0
+    assert result.oracle_recall == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="boolean mask over the 3 items"):
+        ceiling(model, np.array([1, 0]), np.array([0, 2]), known=np.zeros(3, dtype=bool))
+
+
 def _empirical_next(items: np.ndarray, offsets: np.ndarray, n_items: int) -> np.ndarray:
     """Counts of (current, next) pairs within sessions."""
     starts = np.zeros(len(items), dtype=bool)
@@ -165,12 +177,17 @@ def test_ceiling_cli_reads_a_training_split(tmp_path: Path, capsys: pytest.Captu
     table = pa.table({"session_id": sessions, "item_id": (items + ITEM_ID_OFFSET).astype(str),
                       "item_idx": pa.array(items, pa.int32()), "event_time": times}).take(shuffled)
     pq.write_table(table, tmp_path / "test" / "part-0.parquet")
+    vocabulary = np.unique(items)
+    pq.write_table(pa.table({"item_id": (vocabulary + ITEM_ID_OFFSET).astype(str)}), tmp_path / "items.parquet")
     read_items, read_offsets = read_split_sessions(tmp_path)
     assert read_items.tolist() == items.tolist()
     assert np.diff(read_offsets).tolist() == lengths.tolist()
     assert main(["--training-dir", str(tmp_path), "--items", "200", "--seed", "2"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    expected = ceiling(build_intent_model(np.random.default_rng(2), 200), items, np.r_[0, np.cumsum(lengths)])
+    known = np.zeros(200, dtype=bool)
+    known[vocabulary] = True
+    expected = ceiling(build_intent_model(np.random.default_rng(2), 200), items, np.r_[0, np.cumsum(lengths)],
+                       known=known)
     assert printed == pytest.approx(expected.to_dict())
     bad = table.set_column(1, "item_id", pa.array(["x"] * len(items)))
     pq.write_table(bad, tmp_path / "test" / "part-0.parquet")
