@@ -19,7 +19,7 @@ Parts:
 Prepared data, the study database and MLflow live under ``--scratch`` (never committed), so a rerun reuses
 the data and resumes the searches. Each part runs in a fresh process (peak memory and CPU time are its
 own; load averages are recorded: the machine may be shared). Prints tables and writes
-bench/results/search.json.
+bench/results/search-<parts>.json.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "yoochoose-rsc15-100k"
 SAMPLE_FILES = ("yoochoose-clicks-100k_train_full.txt", "yoochoose-clicks-100k_test.txt")
 SAMPLE_DAYS = [dt.date(2014, 4, 1) + dt.timedelta(days=d) for d in range(7)]
-RESULTS = ROOT / "bench" / "results" / "search.json"
+RESULTS = ROOT / "bench" / "results"
 PARTS = ("intent", "yoochoose")
 INTENT = {"items": 2000, "days": 8, "events": 40_000, "seed": 1, "end_day": dt.date(2026, 11, 21)}
 
@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             result = in_fresh_process(measure_yoochoose, args.scratch, args.trials, args.timeout_minutes, args.workers)
         print_part(result)
         results.append(result)
-    write_results(RESULTS, {"machine": machine(), "args": vars(args), "parts": results})
+    write_results(RESULTS / f"search-{'-'.join(parts)}.json", {"machine": machine(), "args": vars(args),
+                                                               "parts": results})
     return 0
 
 
