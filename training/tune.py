@@ -41,13 +41,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sessionrec.config import Settings, load_settings
 from training.tuned import TunedPreset, load_tuned, store_tuned, tuned_path
-
-if TYPE_CHECKING:
-    import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +114,6 @@ class TuningData:
     n_items: int
     train: Any   # SessionDataset (train_tr)
     valid: Any   # SessionDataset (valid)
-    popularity: np.ndarray
     digest: str
 
 
@@ -136,7 +132,7 @@ def load_tuning_data(training_dir: Path) -> TuningData:
         raise ValueError(f"{training_dir / 'valid'}: no session with two or more events to measure trials on")
     digest = hashlib.blake2b(json.dumps([data_fingerprint(train), data_fingerprint(valid)],
                                         sort_keys=True).encode(), digest_size=6).hexdigest()
-    return TuningData(training_dir, len(vocabulary), train, valid, vocabulary.counts, digest)
+    return TuningData(training_dir, len(vocabulary), train, valid, digest)
 
 
 def study_name(family: str, data: TuningData) -> str:
@@ -283,12 +279,12 @@ class Objective:
     def _start_run(self, trial: Any, params: dict[str, Any]) -> str | None:
         if self.client is None:
             return None
+        from mlflow.entities import Param
+
         from lifecycle.tracking import flatten_params
 
         run = self.client.create_run(self.spec.experiment_id, run_name=f"trial-{trial.number}", tags={
             "mlflow.parentRunId": self.spec.parent_run_id, "study": self.spec.study, "trial": str(trial.number)})
-        from mlflow.entities import Param
-
         self.client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in flatten_params(params).items()])
         trial.set_user_attr("mlflow_run_id", run.info.run_id)
         return run.info.run_id
@@ -326,7 +322,6 @@ def run_worker(spec: SearchSpec, worker: int = 0, settings: Settings | None = No
     optuna = _optuna()
 
     settings = settings or load_settings()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     data = load_tuning_data(Path(spec.training_dir))
     if study_name(spec.family, data) != spec.study:
         raise ValueError(f"{spec.training_dir}: its tuning data changed since study {spec.study} was prepared")
