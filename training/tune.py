@@ -16,7 +16,9 @@
   trials finished before it and the worker's index, so a search killed and resumed proposes the same
   trials as one that ran through (with one worker; parallel workers race by nature).
 - Each trial reports the validation metric after every epoch; the median pruner stops trials behind the
-  median of earlier ones at the same epoch. A trial's value is its metric after its last epoch.
+  median of earlier ones at the same epoch, and a trial far below the best one at the same epoch (a
+  collapsed setting) stops at once, even before the median rule has enough trials. A trial's value is its
+  metric after its last epoch.
 - With MLflow, the search is one parent run (best-so-far as the ``best_value`` metric and ``best_*``
   tags) and every trial a nested run with its parameters and per-epoch validation metrics.
 - The search space is the family's ``search_space`` (training/families.py), its ranges documented there.
@@ -54,6 +56,8 @@ TUNING_SPLITS = ("train_tr", "valid")
 PRUNER_STARTUP_TRIALS = 5
 PRUNER_WARMUP_EPOCHS = 2
 TPE_STARTUP_TRIALS = 8
+# A trial below this share of the best complete trial's metric at the same epoch has collapsed.
+COLLAPSE_SHARE = 0.25
 VALID_KS = (20,)
 METRICS = ("mrr@20", "recall@20", "ndcg@20")
 
@@ -103,7 +107,26 @@ def make_sampler(seed: int, finished: int, worker: int, parallel: bool) -> Any:
 def make_pruner() -> Any:
     optuna = _optuna()
 
-    return optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=PRUNER_WARMUP_EPOCHS)
+    class MedianOrCollapsed(optuna.pruners.BasePruner):
+        """The median rule, and from the first complete trial on: a trial whose metric at an epoch is below
+        ``COLLAPSE_SHARE`` of the best complete trial's at that epoch has collapsed (a diverging or dead
+        setting) and stops at once, instead of running to its last epoch while the median rule warms up."""
+
+        def __init__(self) -> None:
+            self.median = optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
+                                                      n_warmup_steps=PRUNER_WARMUP_EPOCHS)
+
+        def prune(self, study: Any, trial: Any) -> bool:
+            if self.median.prune(study, trial):
+                return True
+            step = trial.last_step
+            if step is None:
+                return False
+            complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            earlier = [t.intermediate_values[step] for t in complete if step in t.intermediate_values]
+            return bool(earlier) and trial.intermediate_values[step] < COLLAPSE_SHARE * max(earlier)
+
+    return MedianOrCollapsed()
 
 
 @dataclass
@@ -318,7 +341,8 @@ def _counts(study: Any) -> tuple[int, int]:
 def run_worker(spec: SearchSpec, worker: int = 0, settings: Settings | None = None,
                parallel: bool = False, echo: Callable[[str], None] | None = None) -> int:
     """Run trials of the study until ``spec.trials`` have finished or the deadline passed; returns how many
-    trials this worker ran. Any number of workers, anywhere, may run at once on one study."""
+    trials this worker ran. Any number of workers, anywhere, may run at once on one study (workers that
+    look at the count at the same moment may each start the last trial: up to workers - 1 extra)."""
     optuna = _optuna()
 
     settings = settings or load_settings()

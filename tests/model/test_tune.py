@@ -214,6 +214,22 @@ def test_parallel_workers_share_one_study(tuning_dir: Path, tmp_path: Path) -> N
     settings = quick_settings(tmp_path / "var")
     summary = tune.search(settings, tuning_dir, trials=3, workers=2, seed=9, mlflow=False)
     trials = finished_trials(settings, summary["study"])
-    assert len(trials) == 3 == summary["complete"] + summary["pruned"]
-    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == 3
+    # Two workers that check the count at the same moment may both start the last trial: one extra at most.
+    assert 3 <= len(trials) == summary["complete"] + summary["pruned"] <= 4
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == len(trials)
     assert {t.user_attrs["worker"] for t in trials} <= {0, 1}
+
+
+def test_the_pruner_stops_collapsed_trials_before_the_median_rule_warms_up() -> None:
+    study = optuna.create_study(direction="maximize", pruner=tune.make_pruner())
+    good = study.ask()
+    for epoch, value in enumerate((0.20, 0.25, 0.30), start=1):
+        good.report(value, epoch)
+    study.tell(good, 0.30)
+    collapsed, fine = study.ask(), study.ask()
+    collapsed.report(0.04, 1)  # below a quarter of 0.20 at epoch 1
+    fine.report(0.06, 1)       # above it: the median rule alone would wait for more trials
+    assert collapsed.should_prune() and not fine.should_prune()
+    unseen = study.ask()
+    unseen.report(0.01, 4)     # no complete trial reached epoch 4: nothing to compare with
+    assert not unseen.should_prune()
