@@ -56,6 +56,7 @@ from mlflow.entities import Metric, Param
 from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 
+from lifecycle.connection import connect
 from model.data import SPLITS, VOCABULARY_FILE
 from model.packaging import log_session_model
 from sessionrec.config import PROJECT_ROOT, Settings
@@ -78,16 +79,6 @@ def metric_key(name: str, prefix: str = "") -> str:
 
 def run_name(model_name: str, logical_date: date) -> str:
     return f"{model_name}-{logical_date.isoformat()}"
-
-
-def connect(settings: Settings) -> MlflowClient:
-    """Point MLflow (tracking and registry) at the settings' URI; a local SQLite file's folder is created."""
-    uri = settings.mlflow_tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def artifact_location(artifact_root: str, experiment: str) -> str:
@@ -270,9 +261,10 @@ class TrainingRun:
         values.update({metric_key(k, "valid"): v for k, v in (stats.eval_metrics or {}).items() if "@" in k})
         self._log_metrics(values, step=stats.epoch)
 
-    def log_test_metrics(self, metrics: Mapping[str, float]) -> None:
-        """The trained model's test metrics (evaluate()'s dictionary) as ``test_*``."""
-        self.results[MODEL_LABEL] = dict(metrics)
+    def log_test_metrics(self, metrics: Mapping[str, float], label: str = MODEL_LABEL) -> None:
+        """The trained model's test metrics (evaluate()'s dictionary) as ``test_*``; ``label`` names it in
+        the comparison table and plot (its family)."""
+        self.results[label] = dict(metrics)
         self._log_metrics({metric_key(k, "test"): v for k, v in metrics.items()})
 
     def log_baselines(self, baselines: Mapping[str, Mapping[str, float]]) -> None:

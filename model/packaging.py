@@ -17,7 +17,8 @@ What a logged model holds (``<run artifacts>/<name>/``):
   device; SR, V-SKNN: Parquet tables), ``items.parquet`` and ``config.json``. This is data only; loading
   it never executes code from it.
 
-The logged model's family is also the ``family`` tag of its registered version (lifecycle/registry.py).
+The logged model's family is in its MLmodel ``metadata`` and becomes the ``family`` tag of its registered
+version (lifecycle/registry.py).
 Versions logged before families existed have the entry point ``gru4rec_pyfunc.py`` importing
 ``GRU4RecPyfunc`` and the artifact key ``gru4rec``; both still load (an already imported ``model``
 package wins over the one they carry).
@@ -173,6 +174,7 @@ def log_session_model(model_dir: Path | str, name: str = "model",
             input_example=example,
             model_config=DEFAULT_MODEL_CONFIG,
             pip_requirements=pinned_requirements(),
+            metadata={"family": recommender.family},
             registered_model_name=registered_model_name,
         )
     logger.info("logged %s model %s as pyfunc model %s (%s)", recommender.family, model_dir, info.model_uri,

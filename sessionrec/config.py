@@ -1,8 +1,10 @@
 """The project's one configuration object.
 
 Every default lives in this file. Each field can be overridden by an environment variable named
-``SESSIONREC_<FIELD>`` (upper case), and per run by Airflow Params or CLI flags. No other module reads
-the environment for project settings: they call :func:`load_settings` and pass values on.
+``SESSIONREC_<FIELD>`` (upper case), and per run by Airflow Params or CLI flags. The MLflow stores also
+honour MLflow's own ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI`` (:data:`STANDARD_ENV`; a
+``SESSIONREC_`` variable wins over them). No other module reads the environment for project settings:
+they call :func:`load_settings` and pass values on.
 
 The embedded defaults keep all local state under ``var/`` in the repository, so ``make run`` needs no
 servers; production is only configuration (see README, "Configuration").
@@ -16,10 +18,14 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from sessionrec.layout import Lake, WorkArea
 
 ENV_PREFIX = "SESSIONREC_"
+# Fields that fall back to a tool's own standard variable. Order, first set wins:
+# SESSIONREC_<FIELD>, then the standard variable, then the default in Settings.
+STANDARD_ENV = {"mlflow_tracking_uri": "MLFLOW_TRACKING_URI", "mlflow_registry_uri": "MLFLOW_REGISTRY_URI"}
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,7 +44,10 @@ class Settings:
     raw: str = ""
     spark_master: str = "local[*]"
     spark_driver_memory: str = "2g"
+    # MLflow stores. Empty: the standard MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI when set (see
+    # STANDARD_ENV), else the embedded SQLite file; the registry defaults to the tracking store.
     mlflow_tracking_uri: str = ""
+    mlflow_registry_uri: str = ""
     mlflow_artifact_root: str = ""
     model_name: str = "gru4rec"
     warehouse_url: str = ""
@@ -62,9 +71,16 @@ class Settings:
     # The gru4rec_tune DAG's schedule (cron, UTC; for example weekly "0 3 * * 0"); empty: manual runs only.
     tune_cron: str = ""
     # Promotion gate: candidate may trail the champion by at most this much (absolute) on Recall@20 and
-    # MRR@20, and must beat the most-popular baseline by at least this margin on Recall@20.
+    # MRR@20, and reach on both the best baseline's (other than its own family) plus this margin.
     gate_tolerance: float = 0.01
     gate_baseline_margin: float = 0.0
+    # The gate refuses a candidate whose vocabulary holds the items of less than this share of the day's
+    # test events (a model trained on another clickstream).
+    gate_min_coverage: float = 0.5
+    # Model families nightly training fits (comma-separated, training/families.py); the one best on the
+    # validation split by selection_metric is the candidate.
+    families: str = "gru4rec,sr,vsknn"
+    selection_metric: str = "recall@20"
     # Scoring.
     top_k: int = 20
     exclude_last_item: bool = True
@@ -80,6 +96,8 @@ class Settings:
         object.__setattr__(self, "raw", Lake(self.lake, self.raw).raw)
         if not self.mlflow_tracking_uri:
             object.__setattr__(self, "mlflow_tracking_uri", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+        if not self.mlflow_registry_uri:
+            object.__setattr__(self, "mlflow_registry_uri", self.mlflow_tracking_uri)
         if not self.mlflow_artifact_root:
             object.__setattr__(self, "mlflow_artifact_root", str(home / "mlflow" / "artifacts"))
         if not self.warehouse_url:
@@ -88,6 +106,15 @@ class Settings:
             raise ValueError(f"gap_minutes must be positive, got {self.gap_minutes}")
         if not 0.0 <= self.max_quarantine_share <= 1.0:
             raise ValueError(f"max_quarantine_share must be in [0, 1], got {self.max_quarantine_share}")
+        if not 0.0 <= self.gate_min_coverage <= 1.0:
+            raise ValueError(f"gate_min_coverage must be in [0, 1], got {self.gate_min_coverage}")
+        if not self.family_names:
+            raise ValueError(f"families must name at least one model family, got {self.families!r}")
+
+    @property
+    def family_names(self) -> tuple[str, ...]:
+        """``families`` as a tuple of names (checked against training/families.py where models are fitted)."""
+        return tuple(name.strip() for name in self.families.split(",") if name.strip())
 
     @property
     def layout(self) -> Lake:
@@ -118,21 +145,31 @@ def _parse(raw: str, target: type, name: str) -> object:
         raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r}: expected {target.__name__}") from exc
 
 
-
-
 def env_names() -> list[str]:
     """Every environment variable the settings read (used by the deployment checks)."""
     return [f"{ENV_PREFIX}{f.name.upper()}" for f in fields(Settings)]
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-    """Defaults, then ``SESSIONREC_*`` environment variables, then explicit keyword overrides."""
+    """Defaults, then the standard variables of :data:`STANDARD_ENV` (``MLFLOW_TRACKING_URI``, ...), then
+    ``SESSIONREC_*`` environment variables, then explicit keyword overrides."""
     env = os.environ if env is None else env
     types = typing.get_type_hints(Settings)
     values: dict[str, object] = {}
     for f in fields(Settings):
         key = f"{ENV_PREFIX}{f.name.upper()}"
-        if key in env and env[key] != "":
+        if env.get(key, "") != "":
             values[f.name] = _parse(env[key], types[f.name], f.name)
+        elif env.get(STANDARD_ENV.get(f.name, ""), "") != "":
+            values[f.name] = env[STANDARD_ENV[f.name]]
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)
+
+
+def redact(url: str) -> str:
+    """``url`` with its password replaced by ``***``: how a configured URL may appear in logs and records."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

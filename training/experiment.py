@@ -1,7 +1,15 @@
 """One training experiment: load a training set split, fit a model family, evaluate it beside the baselines.
 
-``run`` is what ``python -m training.train`` and the MLflow pipeline (lifecycle/pipeline.py) both call; it
-knows nothing about tracking, the registry or the command line, and reaches a family only through
+``run`` fits one family; ``select`` fits several and picks the candidate:
+
+1. selection: every family is fitted on ``train_tr`` and measured on ``valid``; the best by the
+   selection metric (ties: MRR@20, then the order given) is the candidate. Only ``train_tr``, ``valid``
+   and the vocabulary are read in this phase: the test split is never used to choose;
+2. evaluation: every family is fitted on ``train`` and evaluated on ``test`` (day D) beside the
+   baselines; the candidate's fit is the model saved, and all of it makes the leaderboard.
+
+``python -m training.train`` and the MLflow pipeline (lifecycle/pipeline.py) call these; they know nothing
+about tracking, the registry or the command line, and reach a family only through
 ``training.families.TRAINERS``.
 """
 
@@ -108,6 +116,40 @@ def evaluate_baselines(train_data: SessionDataset, eval_data: SessionDataset, na
     return metrics, seconds
 
 
+@dataclass
+class FamilyFit:
+    """One family fitted on a training part and measured on an evaluation part."""
+
+    family: str
+    params: dict[str, Any]
+    model: SessionModel
+    epochs: list[EpochStats]
+    metrics: dict[str, float]
+    seconds: float
+    pairs: int
+
+
+def fit_family(family: str, params: Mapping[str, Any] | None, vocabulary: Vocabulary, train_data: SessionDataset,
+               eval_data: SessionDataset, device: torch.device, output_dir: Path | None = None,
+               checkpoint_dir: Path | None = None, on_epoch: OnEpoch | None = None,
+               on_progress: Callable[[int, int, int], None] | None = None,
+               cpu_threads: int | None = CPU_THREADS) -> FamilyFit:
+    """Fit ``family`` (its defaults plus ``params``), save it to ``output_dir`` when given, and evaluate it."""
+    trainer = trainer_for(family)
+    settings = trainer.params(params)
+    with torch_threads(cpu_threads):
+        fitted = trainer.fit(train_data, settings, device, eval_data=eval_data, on_epoch=on_epoch,
+                             checkpoint_dir=checkpoint_dir, on_progress=on_progress, cpu_threads=cpu_threads)
+        if output_dir is not None:
+            trainer.save(fitted, Path(output_dir), vocabulary, settings)
+        # Evaluated once more (not the last epoch's metrics) for the popularity bias, which needs the counts.
+        metrics = evaluate(trainer.scorer(fitted.model), eval_data, ks=KS, batch_size=EVALUATION_SLOTS,
+                           popularity=vocabulary.counts)
+    logger.info("%s: recall@20 %.4f, mrr@20 %.4f in %.1f s", family, metrics["recall@20"], metrics["mrr@20"],
+                fitted.seconds)
+    return FamilyFit(family, settings, fitted.model, fitted.history, metrics, fitted.seconds, fitted.pairs)
+
+
 def run(training_dir: Path, params: Mapping[str, Any] | None = None, split: str = "full", device: str = "auto",
         output_dir: Path | None = None, checkpoint_dir: Path | None = None,
         baselines: Sequence[str] = tuple(BASELINES), on_epoch: OnEpoch | None = None,
@@ -119,23 +161,104 @@ def run(training_dir: Path, params: Mapping[str, Any] | None = None, split: str 
     ``cpu_threads`` (torch intra-op threads) applies to fitting, evaluation and the baselines.
     """
     training_dir = Path(training_dir)
-    trainer = trainer_for(family)
-    settings = trainer.params(params)
     target = resolve_device(device)
     vocabulary, train_data, eval_data = load_training_set(training_dir, split)
+    fit = fit_family(family, params, vocabulary, train_data, eval_data, target, output_dir=output_dir,
+                     checkpoint_dir=checkpoint_dir, on_epoch=on_epoch, on_progress=on_progress,
+                     cpu_threads=cpu_threads)
     with torch_threads(cpu_threads):
-        fitted = trainer.fit(train_data, settings, target, eval_data=eval_data, on_epoch=on_epoch,
-                             checkpoint_dir=checkpoint_dir, on_progress=on_progress, cpu_threads=cpu_threads)
-        if output_dir is not None:
-            trainer.save(fitted, Path(output_dir), vocabulary, settings)
-        # Evaluated once more (not the last epoch's metrics) for the popularity bias, which needs the counts.
-        metrics = evaluate(trainer.scorer(fitted.model), eval_data, ks=KS, batch_size=EVALUATION_SLOTS,
-                           popularity=vocabulary.counts)
         baseline_metrics, baseline_seconds = evaluate_baselines(train_data, eval_data, baselines,
-                                                                int(settings.get("seed", 1)), vocabulary.counts)
-    return TrainingResult(family=family, model=fitted.model, vocabulary=vocabulary, params=settings, device=target,
-                          split=split, epochs=fitted.history, metrics=metrics, baselines=baseline_metrics,
-                          train_seconds=fitted.seconds, train_pairs=fitted.pairs,
-                          n_unknown_test_events=unknown_events(training_dir, SPLITS[split][1]),
+                                                                int(fit.params.get("seed", 1)), vocabulary.counts)
+    return result_of(fit, vocabulary, target, split, baseline_metrics, baseline_seconds,
+                     unknown_events(training_dir, SPLITS[split][1]), output_dir)
+
+
+def result_of(fit: FamilyFit, vocabulary: Vocabulary, device: torch.device, split: str,
+              baselines: dict[str, dict[str, float]], baseline_seconds: dict[str, float],
+              n_unknown: int | None, output_dir: Path | None) -> TrainingResult:
+    return TrainingResult(family=fit.family, model=fit.model, vocabulary=vocabulary, params=fit.params,
+                          device=device, split=split, epochs=fit.epochs, metrics=fit.metrics, baselines=baselines,
+                          train_seconds=fit.seconds, train_pairs=fit.pairs, n_unknown_test_events=n_unknown,
                           model_dir=Path(output_dir) if output_dir is not None else None,
                           baseline_seconds=baseline_seconds)
+
+
+@dataclass
+class Selection:
+    """What ``select`` found: the candidate's result on test, and every family's validation and test metrics."""
+
+    result: TrainingResult  # the candidate, fitted on train, evaluated on test, with the baselines
+    metric: str
+    validation: dict[str, dict[str, float]]  # family -> metrics on valid (fitted on train_tr)
+    test: dict[str, dict[str, float]]  # family -> metrics on test (fitted on train)
+    fit_seconds: dict[str, float] = field(default_factory=dict)  # family -> fitting time on train
+
+    @property
+    def family(self) -> str:
+        return self.result.family
+
+    def leaderboard(self) -> list[dict[str, Any]]:
+        """One row per family and baseline, best test metric first: every metric on test, and the
+        validation metrics the selection used (families only)."""
+        rows = [{"model": family, "kind": "family", "selected": family == self.family,
+                 **{f"test_{k}": v for k, v in metrics.items() if "@" in k},
+                 **{f"valid_{k}": v for k, v in self.validation[family].items() if "@" in k}}
+                for family, metrics in self.test.items()]
+        rows += [{"model": name, "kind": "baseline", "selected": False,
+                  **{f"test_{k}": v for k, v in metrics.items() if "@" in k}}
+                 for name, metrics in self.result.baselines.items()]
+        return sorted(rows, key=lambda row: -row[f"test_{self.metric}"])
+
+
+def choose(validation: Mapping[str, Mapping[str, float]], metric: str) -> str:
+    """The family with the best validation ``metric``; ties go to MRR@20, then to the first listed."""
+    order = list(validation)
+    return max(order, key=lambda f: (validation[f][metric], validation[f]["mrr@20"], -order.index(f)))
+
+
+def select(training_dir: Path, families: Sequence[str], params: Mapping[str, Mapping[str, Any]] | None = None,
+           metric: str = "recall@20", device: str = "auto", output_dir: Path | None = None,
+           checkpoint_dir: Path | None = None, baselines: Sequence[str] = tuple(BASELINES),
+           on_epoch: OnEpoch | None = None, on_progress: Callable[[int, int, int], None] | None = None,
+           cpu_threads: int | None = CPU_THREADS,
+           on_selected: Callable[[str, dict[str, dict[str, float]]], None] | None = None) -> Selection:
+    """Choose among ``families`` on the validation split, then evaluate all of them on the test split.
+
+    ``params`` holds each family's parameter overrides. ``on_epoch`` and ``on_progress`` follow the
+    candidate's fit on train; ``on_selected(family, validation metrics)`` is called once the choice is
+    made, before the test split is read.
+    """
+    families = list(dict.fromkeys(families))
+    if not families:
+        raise ValueError("select needs at least one model family")
+    for family in families:
+        trainer_for(family)
+    params = params or {}
+    if metric not in {f"{name}@{k}" for name in ("recall", "mrr") for k in KS}:
+        raise ValueError(f"unknown selection metric {metric!r}; expected recall@K or mrr@K with K in {KS}")
+    training_dir = Path(training_dir)
+    target = resolve_device(device)
+    vocabulary, train_tr, valid = load_training_set(training_dir, "tuning")
+    validation = {family: fit_family(family, params.get(family), vocabulary, train_tr, valid, target,
+                                     cpu_threads=cpu_threads).metrics for family in families}
+    chosen = choose(validation, metric)
+    logger.info("selected %s by validation %s: %s", chosen, metric,
+                {f: round(m[metric], 4) for f, m in validation.items()})
+    if on_selected is not None:
+        on_selected(chosen, validation)
+    del train_tr, valid
+    vocabulary, train_data, test_data = load_training_set(training_dir, "full")
+    fits = {family: fit_family(family, params.get(family), vocabulary, train_data, test_data, target,
+                               output_dir=output_dir if family == chosen else None,
+                               checkpoint_dir=checkpoint_dir if family == chosen else None,
+                               on_epoch=on_epoch if family == chosen else None,
+                               on_progress=on_progress if family == chosen else None, cpu_threads=cpu_threads)
+            for family in families}
+    with torch_threads(cpu_threads):
+        baseline_metrics, baseline_seconds = evaluate_baselines(train_data, test_data, baselines,
+                                                                int(fits[chosen].params.get("seed", 1)),
+                                                                vocabulary.counts)
+    result = result_of(fits[chosen], vocabulary, target, "full", baseline_metrics, baseline_seconds,
+                       unknown_events(training_dir, "test"), output_dir)
+    return Selection(result, metric, validation, {f: fit.metrics for f, fit in fits.items()},
+                     {f: fit.seconds for f, fit in fits.items()})
