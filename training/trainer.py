@@ -192,8 +192,10 @@ class _Run:
         model, size = self.model, len(batch.inputs)
         rows = ItemRows(torch.cat((batch.inputs, batch.targets, negatives)))
         inputs, columns = rows.inverse[:size], rows.inverse[size:]
-        output, hidden = model.step_rows(rows.gather(model.input_table).index_select(0, inputs), hidden)
-        item_scores = model.score_rows(output, rows.gather(model.item_embedding), rows.gather(model.item_bias))
+        used_in, used_out = slice(None, size), slice(size, None)
+        output, hidden = model.step_rows(rows.gather(model.input_table, used_in).index_select(0, inputs), hidden)
+        item_scores = model.score_rows(output, rows.gather(model.item_embedding, used_out),
+                                       rows.gather(model.item_bias, used_out))
         scores = column_scores(item_scores, columns, self.params.remove_accidental_hits)
         if self.logq_targets is not None:
             scores = scores - torch.cat((self.logq_targets.index_select(0, batch.targets),
