@@ -32,6 +32,7 @@ from training.batcher import Batch, SessionParallelBatches, plan_epoch
 from training.losses import LOSSES, column_scores, logq_tables, make_loss
 from training.optim import OPTIMIZERS, ItemRows, make_optimizer
 from training.sampler import NegativeSampler
+from training.step import FastStep, unsupported
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ PROGRESS_UPDATES_PER_EPOCH = 100
 # on a busy one, make training up to 10x slower (threads wait for each other at every op; measured on
 # 2 shared cores). Callers with large layers and dedicated cores can pass more.
 CPU_THREADS = 1
+# Which step trains: "auto" the hand-written one (training/step.py) where it covers the configuration,
+# else the autograd one; "autograd" always the autograd one (the reference the hand-written one is
+# tested and benchmarked against).
+STEPS = ("auto", "autograd")
 
 
 _NUMBER_RULES: tuple[tuple[str, Callable[[float], bool], str], ...] = (
@@ -152,7 +157,10 @@ def data_fingerprint(data: SessionDataset) -> dict:
 class _Run:
     """The state of one training run on one device: network, optimizer, sampler and the epoch schedule."""
 
-    def __init__(self, data: SessionDataset, params: TrainParams, device: torch.device) -> None:
+    def __init__(self, data: SessionDataset, params: TrainParams, device: torch.device, step: str = "auto",
+                 fixed_items: bool | None = None) -> None:
+        if step not in STEPS:
+            raise ValueError(f"step must be one of {STEPS}, got {step!r}")
         self.params = params
         self.device = device
         self.batches = SessionParallelBatches(plan_epoch(data, params.batch_size), device)
@@ -171,6 +179,11 @@ class _Run:
         self.logq_targets = self.logq_negatives = None
         if params.loss == "cross-entropy" and params.logq > 0:
             self.logq_targets, self.logq_negatives = logq_tables(support, params.logq, params.sample_alpha, device)
+        self.fast = None
+        if step == "auto" and unsupported(params.loss, params.optimizer, self.model.config.input_mode) is None:
+            self.fast = FastStep(self.model, self.optimizer, self.sampler, self.batches.plan, support, params.loss,
+                                 params.batch_size, params.logq, params.sample_alpha, params.bpreg, params.elu_param,
+                                 params.remove_accidental_hits, device, fixed_items=fixed_items)
 
     def step(self, batch: Batch, hidden: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One mini-batch: returns the (detached) mean loss of its rows and the next hidden state.
@@ -208,17 +221,19 @@ class _Run:
 
     def epoch(self, on_progress: Callable[[int, int], None] | None) -> float:
         """One pass over the data; returns the mean loss per training pair."""
+        offsets, steps = self.batches.plan.offsets, len(self.batches)
+        every = max(1, steps // PROGRESS_UPDATES_PER_EPOCH)
+        if self.fast is not None:
+            return self.fast.epoch(on_progress, every)
         self.model.train()
         hidden = self.model.init_hidden(int(self.batches.plan.offsets[1]), self.device)
         losses = []
-        offsets, steps = self.batches.plan.offsets, len(self.batches)
-        every = max(1, steps // PROGRESS_UPDATES_PER_EPOCH)
         for index, batch in enumerate(self.batches):
             loss, hidden = self.step(batch, hidden)
             losses.append(loss)
             if on_progress is not None and ((index + 1) % every == 0 or index + 1 == steps):
                 on_progress(int(offsets[index + 1]), self.batches.plan.n_pairs)
-        total = torch.dot(torch.stack(losses), self.step_sizes).item()
+        total = torch.dot(torch.stack(losses).double(), self.step_sizes.double()).item()
         return total / self.batches.plan.n_pairs
 
     def state_dict(self) -> dict:
@@ -296,12 +311,13 @@ def train(data: SessionDataset, params: TrainParams, device: torch.device | str 
           checkpoint_dir: Path | None = None, on_epoch_end: Callable[[EpochStats], None] | None = None,
           evaluate_fn: Callable[[GRU4Rec], dict[str, float]] | None = None,
           on_progress: Callable[[int, int, int], None] | None = None,
-          cpu_threads: int | None = CPU_THREADS) -> tuple[GRU4Rec, list[EpochStats]]:
+          cpu_threads: int | None = CPU_THREADS, step: str = "auto") -> tuple[GRU4Rec, list[EpochStats]]:
     """Train GRU4Rec on ``data``; returns the network (eval mode) and per-epoch statistics.
 
     ``evaluate_fn`` runs after every epoch on the network in eval mode (its metrics go into the epoch's
     stats); ``on_progress(epoch, pairs_done, pairs_total)`` is called about 100 times per epoch.
     ``cpu_threads`` is torch's intra-op thread count while training (None: the process setting).
+    ``step``: one of :data:`STEPS` (the default picks the hand-written step where it applies).
     """
     device = resolve_device(device) if isinstance(device, str) else device
     fingerprint = data_fingerprint(data)
@@ -309,7 +325,7 @@ def train(data: SessionDataset, params: TrainParams, device: torch.device | str 
     cuda_devices = [device] if device.type == "cuda" else []
     with torch_threads(cpu_threads), torch.random.fork_rng(devices=cuda_devices, device_type="cuda"):
         torch.manual_seed(params.seed)
-        run = _Run(data, params, device)
+        run = _Run(data, params, device, step)
         stats: list[EpochStats] = []
         if checkpoint is not None and checkpoint.exists():
             stats = _resume(checkpoint, run, params, fingerprint)
