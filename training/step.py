@@ -39,8 +39,9 @@ logger = logging.getLogger(__name__)
 
 LOSSES = ("cross-entropy", "bpr-max")
 # Steps whose index work is prepared at once: large enough to amortise it, small enough for memory
-# (a few MB per block at 2,048 extra negatives).
+# (at most about this many numbers per prepared array).
 BLOCK_STEPS = 256
+BLOCK_NUMBERS = 1 << 22
 # Eager steps on a side stream before a CUDA graph is captured (cuBLAS and allocator warm-up).
 WARMUP_STEPS = 3
 
@@ -74,6 +75,7 @@ class StepIndex(NamedTuple):
     used_input: torch.Tensor | None
     live: torch.Tensor
     carry: torch.Tensor
+    dropout: torch.Tensor | None
 
 
 class _Layer(NamedTuple):
@@ -94,8 +96,8 @@ class FastStep:
                  plan: EpochPlan, support: np.ndarray, loss: str, batch_size: int, logq: float,
                  sample_alpha: float, bpreg: float, elu_param: float, remove_accidental_hits: bool,
                  device: torch.device, fixed_items: bool | None = None, cuda_graph: bool | None = None) -> None:
-        reason = unsupported(loss, "adagrad" if isinstance(optimizer, AdagradMomentum) else "other",
-                             model.config.input_mode)
+        optimizer_name = "adagrad" if isinstance(optimizer, AdagradMomentum) else type(optimizer).__name__.lower()
+        reason = unsupported(loss, optimizer_name, model.config.input_mode)
         if reason is not None:
             raise ValueError(f"the hand-written step does not cover {reason}")
         self.model, self.optimizer, self.sampler = model, optimizer, sampler
@@ -127,6 +129,9 @@ class FastStep:
         self.negative_log_weight = self.negative_log_weight.float().to(device, self.dtype)
         self._flatten_dense()
         self.input_table = model.input_table if model.config.input_mode != "tied" else None
+        self._dropout_layout()
+        per_step = self.width * (2 * self.width + self.n_sample + (len(self.keep) if self.keep is not None else 0))
+        self.block_steps = max(1, min(BLOCK_STEPS, BLOCK_NUMBERS // per_step))
         self.hidden = model.init_hidden(self.width, device)
         self.total_loss = torch.zeros((), dtype=self.dtype, device=device)
         self._graph: torch.cuda.CUDAGraph | None = None
@@ -158,6 +163,20 @@ class FastStep:
         self.layer_grads = [(self.grads[f"layers.{i}.weight_input"], self.grads[f"layers.{i}.weight_hidden_gates"],
                              self.grads[f"layers.{i}.weight_hidden_candidate"], self.grads[f"layers.{i}.bias"])
                             for i in range(len(self.model.layers))]
+
+    def _dropout_layout(self) -> None:
+        """Where each dropout mask sits in a step's ``dropout`` columns: the input, then every layer."""
+        config = self.model.config
+        sizes = [(config.dropout_embed, self.model.layers[0].weight_input.shape[0])]
+        sizes += [(config.dropout_hidden, layer.hidden_size) for layer in self.model.layers]
+        keep, self.mask_bounds = [], []
+        for p, size in sizes:
+            if p > 0:
+                self.mask_bounds.append((len(keep), len(keep) + size))
+                keep += [1.0 - p] * size
+            else:
+                self.mask_bounds.append((None, None))
+        self.keep = torch.tensor(keep, dtype=self.dtype, device=self.device) if keep else None
 
     # --- index work, a block of steps at a time ---
 
@@ -199,10 +218,11 @@ class FastStep:
             target_shift = torch.zeros_like(live)
         floats = {name: mask.to(self.dtype) for name, mask in
                   (("embedding", used_embedding), ("bias", used_out), ("input", used_in))}
+        dropout = self._dropout_masks(count)
         fields = [items, input_pos, target_pos, log_weight, target_shift, floats["embedding"].unsqueeze(2),
-                  floats["bias"], floats["input"].unsqueeze(2), live, self.carry[start:stop]]
+                  floats["bias"], floats["input"].unsqueeze(2), live, self.carry[start:stop], dropout]
         if self.fixed_items:
-            return [StepIndex(*(f[t] for f in fields)) for t in range(count)]
+            return [StepIndex(*(f[t] if f is not None else None for f in fields)) for t in range(count)]
         sizes = (rank[:, -1] + 1).tolist()
         all_embedding = (used_embedding.sum(1) == rank[:, -1] + 1).tolist()
         all_input = (used_in.sum(1) == rank[:, -1] + 1).tolist()
@@ -211,21 +231,32 @@ class FastStep:
             steps.append(StepIndex(
                 items[t, :size], input_pos[t], target_pos[t], log_weight[t, :size], target_shift[t],
                 None if all_embedding[t] else fields[5][t, :size], fields[6][t, :size],
-                None if all_input[t] else fields[7][t, :size], live[t], fields[9][t]))
+                None if all_input[t] else fields[7][t, :size], live[t], fields[9][t],
+                dropout[t] if dropout is not None else None))
         return steps
+
+    def _dropout_masks(self, count: int) -> torch.Tensor | None:
+        """Inverted-dropout masks of a block of steps, [count, width, embedding + layers] (kept: 1 / keep).
+
+        One draw per block: drawing per step and layer costs more than the layer's arithmetic on CPU."""
+        if self.keep is None:
+            return None
+        draw = torch.rand(count, self.width, len(self.keep), device=self.device, dtype=self.dtype)
+        return (draw < self.keep).to(self.dtype).div_(self.keep)
 
     # --- the step ---
 
-    def _gru_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[_Layer]]:
-        saved, config = [], self.model.config
-        for layer, h in zip(self.model.layers, self.hidden, strict=True):
+    def _gru_forward(self, x: torch.Tensor, masks: list[torch.Tensor | None] | None) -> tuple[torch.Tensor,
+                                                                                            list[_Layer]]:
+        saved = []
+        for index, (layer, h) in enumerate(zip(self.model.layers, self.hidden, strict=True)):
             hidden_size = layer.hidden_size
             gates = torch.addmm(layer.bias, x, layer.weight_input)
             reset_update = torch.addmm(gates[:, :2 * hidden_size], h, layer.weight_hidden_gates).sigmoid_()
             reset_hidden = reset_update[:, :hidden_size] * h
             candidate = torch.addmm(gates[:, 2 * hidden_size:], reset_hidden, layer.weight_hidden_candidate).tanh_()
             output = torch.lerp(h, candidate, reset_update[:, hidden_size:])
-            mask = _dropout_mask(output, config.dropout_hidden, self.model.training)
+            mask = masks[index] if masks is not None else None
             if mask is not None:
                 output = output * mask
             saved.append(_Layer(x, h, reset_update, reset_hidden, candidate, mask))
@@ -297,17 +328,19 @@ class FastStep:
         return torch.dot(row_loss.squeeze(1), s.live), d_o
 
     def _step(self, s: StepIndex) -> None:
-        model, config = self.model, self.model.config
+        model = self.model
         for h in self.hidden:
             h.mul_(s.carry)
         embedding = model.item_embedding.index_select(0, s.items)
         bias = model.item_bias.index_select(0, s.items)
         input_rows = embedding if self.input_table is None else self.input_table.index_select(0, s.items)
         x = input_rows.index_select(0, s.input_pos)
-        embed_mask = _dropout_mask(x, config.dropout_embed, model.training)
+        masks = [s.dropout[:, a:b] if a is not None else None for a, b in self.mask_bounds] \
+            if s.dropout is not None else None
+        embed_mask = masks.pop(0) if masks is not None else None
         if embed_mask is not None:
             x = x * embed_mask
-        output, saved = self._gru_forward(x)
+        output, saved = self._gru_forward(x, masks)
         target = s.target_pos.unsqueeze(1)
         if self.loss == "cross-entropy":
             loss, d_scores = self._cross_entropy(torch.addmm(bias + s.log_weight, output, embedding.t()), s, target)
@@ -369,8 +402,8 @@ class FastStep:
         self.total_loss.zero_()
         offsets, steps = self.plan.offsets, self.plan.n_steps
         with torch.no_grad():
-            for start in range(0, steps, BLOCK_STEPS):
-                stop = min(start + BLOCK_STEPS, steps)
+            for start in range(0, steps, self.block_steps):
+                stop = min(start + self.block_steps, steps)
                 for t, index in enumerate(self._prepare(start, stop), start=start):
                     self._run(index)
                     self.optimizer.steps += 1
@@ -405,9 +438,3 @@ class FastStep:
         self._graph = graph
         logger.info("captured the training step as a CUDA graph")
 
-
-def _dropout_mask(x: torch.Tensor, p: float, training: bool) -> torch.Tensor | None:
-    """Inverted-dropout mask (kept entries 1 / (1 - p)), or None without dropout."""
-    if not training or p <= 0:
-        return None
-    return torch.empty_like(x).bernoulli_(1.0 - p).div_(1.0 - p)

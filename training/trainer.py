@@ -33,6 +33,7 @@ from training.losses import LOSSES, column_scores, logq_tables, make_loss
 from training.optim import OPTIMIZERS, ItemRows, make_optimizer
 from training.sampler import NegativeSampler
 from training.step import FastStep, unsupported
+from training.warm import WarmStart
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ class _Run:
     """The state of one training run on one device: network, optimizer, sampler and the epoch schedule."""
 
     def __init__(self, data: SessionDataset, params: TrainParams, device: torch.device, step: str = "auto",
-                 fixed_items: bool | None = None) -> None:
+                 fixed_items: bool | None = None, warm: WarmStart | None = None) -> None:
         if step not in STEPS:
             raise ValueError(f"step must be one of {STEPS}, got {step!r}")
         self.params = params
@@ -166,6 +167,8 @@ class _Run:
         self.batches = SessionParallelBatches(plan_epoch(data, params.batch_size), device)
         self.step_sizes = self.batches.step_sizes()
         self.model = GRU4Rec(params.network_config(data.n_items)).to(device)
+        if warm is not None:
+            warm.apply(self.model)
         self.optimizer = make_optimizer(params.optimizer, self.model, self.model.item_parameter_names(),
                                         params.learning_rate, params.momentum)
         self.loss = make_loss(params.loss, bpreg=params.bpreg, elu_param=params.elu_param)
@@ -311,13 +314,15 @@ def train(data: SessionDataset, params: TrainParams, device: torch.device | str 
           checkpoint_dir: Path | None = None, on_epoch_end: Callable[[EpochStats], None] | None = None,
           evaluate_fn: Callable[[GRU4Rec], dict[str, float]] | None = None,
           on_progress: Callable[[int, int, int], None] | None = None,
-          cpu_threads: int | None = CPU_THREADS, step: str = "auto") -> tuple[GRU4Rec, list[EpochStats]]:
+          cpu_threads: int | None = CPU_THREADS, step: str = "auto",
+          warm_start: WarmStart | None = None) -> tuple[GRU4Rec, list[EpochStats]]:
     """Train GRU4Rec on ``data``; returns the network (eval mode) and per-epoch statistics.
 
     ``evaluate_fn`` runs after every epoch on the network in eval mode (its metrics go into the epoch's
     stats); ``on_progress(epoch, pairs_done, pairs_total)`` is called about 100 times per epoch.
     ``cpu_threads`` is torch's intra-op thread count while training (None: the process setting).
     ``step``: one of :data:`STEPS` (the default picks the hand-written step where it applies).
+    ``warm_start``: start from a trained network's weights (training/warm.py) instead of random ones.
     """
     device = resolve_device(device) if isinstance(device, str) else device
     fingerprint = data_fingerprint(data)
@@ -325,7 +330,7 @@ def train(data: SessionDataset, params: TrainParams, device: torch.device | str 
     cuda_devices = [device] if device.type == "cuda" else []
     with torch_threads(cpu_threads), torch.random.fork_rng(devices=cuda_devices, device_type="cuda"):
         torch.manual_seed(params.seed)
-        run = _Run(data, params, device, step)
+        run = _Run(data, params, device, step, warm=warm_start)
         stats: list[EpochStats] = []
         if checkpoint is not None and checkpoint.exists():
             stats = _resume(checkpoint, run, params, fingerprint)
