@@ -22,6 +22,7 @@ from model.network import GRU4Rec, GRU4RecScorer
 from training.baselines import BASELINES, fit_baselines
 from training.evaluate import evaluate
 from training.trainer import CPU_THREADS, EpochStats, TrainParams, torch_threads, train
+from training.warm import WarmStart
 
 logger = logging.getLogger(__name__)
 
@@ -108,10 +109,11 @@ def run(training_dir: Path, params: TrainParams, split: str = "full", device: st
         baselines: Sequence[str] = tuple(BASELINES),
         on_epoch_end: Callable[[EpochStats], None] | None = None,
         on_progress: Callable[[int, int, int], None] | None = None,
-        cpu_threads: int | None = CPU_THREADS) -> TrainingResult:
+        cpu_threads: int | None = CPU_THREADS, warm_start_from: Path | None = None) -> TrainingResult:
     """Train on the split's training part, evaluate each epoch on its evaluation part, then the baselines.
 
     ``cpu_threads`` (torch intra-op threads) applies to training, evaluation and the baselines.
+    ``warm_start_from``: a saved model folder (same architecture) to start from (training/warm.py).
     """
     training_dir = Path(training_dir)
     target = resolve_device(device)
@@ -120,9 +122,10 @@ def run(training_dir: Path, params: TrainParams, split: str = "full", device: st
     def evaluate_fn(network: GRU4Rec) -> dict[str, float]:
         return evaluate(GRU4RecScorer(network, target), eval_data, ks=KS, batch_size=EVALUATION_SLOTS)
 
+    warm = WarmStart.from_model_dir(warm_start_from, vocabulary) if warm_start_from is not None else None
     model, stats = train(train_data, params, device=target, checkpoint_dir=checkpoint_dir,
                          on_epoch_end=on_epoch_end, evaluate_fn=evaluate_fn, on_progress=on_progress,
-                         cpu_threads=cpu_threads)
+                         cpu_threads=cpu_threads, warm_start=warm)
     if output_dir is not None:
         save_model(output_dir, model, vocabulary, params.to_dict())
     with torch_threads(cpu_threads):

@@ -103,6 +103,9 @@ def build_parser(default_device: str) -> argparse.ArgumentParser:
     parser.add_argument("--device", default=default_device, help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--output-dir", type=Path, help="save the trained model folder here")
     parser.add_argument("--checkpoint-dir", type=Path, help="checkpoint every epoch here; resume from it")
+    parser.add_argument("--warm-start-from", type=Path, metavar="MODEL_DIR",
+                        help="start from the weights of the model saved in MODEL_DIR (same architecture; items "
+                             "new to it get fresh rows); usually with fewer --epochs")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default", help="hyperparameter preset")
     parser.add_argument("--baselines", default=",".join(BASELINES),
                         help="comma-separated baselines to evaluate ('' for none; default: all)")
@@ -170,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     options = {"split": args.split, "device": args.device, "output_dir": args.output_dir,
                "checkpoint_dir": args.checkpoint_dir, "baselines": baselines, "on_epoch_end": print_epoch,
-               "on_progress": progress, "cpu_threads": args.threads}
+               "on_progress": progress, "cpu_threads": args.threads, "warm_start_from": args.warm_start_from}
     if args.mlflow:
         day = logical_date(args, parser)
         result, run_id, model_uri = track_experiment(settings, day, args.training_dir, params, **options)
