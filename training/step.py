@@ -426,12 +426,13 @@ class FastStep:
                 return
             self._capture(index)
         for buffer, value in zip(self._static, index, strict=True):
-            buffer.copy_(value, non_blocking=True)
+            if buffer is not None:
+                buffer.copy_(value, non_blocking=True)
         self._graph.replay()
 
     def _capture(self, index: StepIndex) -> None:
         """Record one step as a CUDA graph reading its indexes from static buffers."""
-        self._static = StepIndex(*(value.clone() for value in index))
+        self._static = StepIndex(*(value.clone() if value is not None else None for value in index))
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             self._step(self._static)
