@@ -4,6 +4,13 @@ One step: zero the hidden rows of slots that start a session, gather the input r
 score the batch's targets plus the shared extra negatives (never all items), take the loss, backpropagate
 into this step only (the hidden state is detached: no BPTT) and update the touched item rows and the GRU.
 
+Two implementations of that step, chosen once per run (``_Run``): the hand-written one in
+``training/step.py`` (no autograd, fixed shapes, CUDA graphs on a GPU) for the configurations it covers
+(cross-entropy and bpr-max, Adagrad, tied or separate embedding: the presets), and the autograd one here
+(:meth:`_Run.step`) for the rest (top1-max, bpr, top1, Adam, one-hot input). The autograd step is also the
+reference the hand-written one is tested against (float64, tests/model/test_step.py); ``step="autograd"``
+forces it.
+
 With ``checkpoint_dir`` every finished epoch is saved (weights, optimizer, sampler and RNG states, the
 parameters and a fingerprint of the data, as a plain dict), and a rerun resumes after the last saved
 epoch with results identical to an uninterrupted run. Random numbers come from the parameters' seed
