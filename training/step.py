@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from model.network import GRU4Rec
 from training.batcher import EpochPlan, fixed_slots
-from training.losses import EPSILON
+from training.losses import EPSILON, logq_tables
 from training.optim import ADAGRAD_EPSILON, AdagradMomentum
 from training.sampler import NegativeSampler
 
@@ -118,15 +118,14 @@ class FastStep:
         self.live = torch.from_numpy(slots.live).to(device, self.dtype)
         self.carry = torch.from_numpy(slots.carry).to(device, self.dtype).unsqueeze(2)
         self.n_sample = sampler.n_sample if sampler is not None else 0
-        # Per item, the weight of one column of it: targets were drawn in proportion to support, extra
-        # negatives to support ** alpha, and logQ divides each column's softmax term by logq * log Q.
-        log_support = torch.from_numpy(np.log(np.maximum(np.asarray(support, dtype=np.float64), 1.0)))
-        use_logq = loss == "cross-entropy" and logq > 0
-        self.target_log_weight = (-log_support * logq if use_logq else torch.zeros_like(log_support))
-        self.negative_log_weight = (-log_support * logq * sample_alpha if use_logq else torch.zeros_like(log_support))
-        # logq_tables rounds to float32: the same values here, so both steps subtract the same numbers.
-        self.target_log_weight = self.target_log_weight.float().to(device, self.dtype)
-        self.negative_log_weight = self.negative_log_weight.float().to(device, self.dtype)
+        # Per item, the log weight of one column of it in the softmax: logQ divides a target column's term
+        # by support ** logq, an extra negative's by support ** (logq * alpha); without logQ, 1.
+        if loss == "cross-entropy" and logq > 0:
+            targets, negatives = logq_tables(support, logq, sample_alpha, device)
+            self.target_log_weight, self.negative_log_weight = -targets.to(self.dtype), -negatives.to(self.dtype)
+        else:
+            self.target_log_weight = self.negative_log_weight = torch.zeros(len(support), dtype=self.dtype,
+                                                                            device=device)
         self._flatten_dense()
         self.input_table = model.input_table if model.config.input_mode != "tied" else None
         self._dropout_layout()
