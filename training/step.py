@@ -363,8 +363,9 @@ class FastStep:
             h.copy_(output if layer is None else layer.inputs)
 
     def _update_dense(self) -> None:
+        """Adagrad with momentum on the flat dense weights (``pow(-0.5)``: a faster rsqrt on CPU)."""
         optimizer, grad = self.optimizer, self.flat_grad
-        step = grad * self.flat_state["accumulator"].addcmul_(grad, grad).add(ADAGRAD_EPSILON).rsqrt_()
+        step = grad * self.flat_state["accumulator"].addcmul_(grad, grad).add(ADAGRAD_EPSILON).pow_(-0.5)
         if optimizer.momentum:
             self.flat.add_(self.flat_state["momentum"].mul_(optimizer.momentum).add_(step, alpha=-optimizer.lr))
         else:
@@ -381,7 +382,7 @@ class FastStep:
         optimizer = self.optimizer
         accumulator = state["accumulator"]
         accumulator.index_add_(0, index, grad * grad)
-        step = accumulator.index_select(0, index).add_(ADAGRAD_EPSILON).rsqrt_().mul_(grad).mul_(-optimizer.lr)
+        step = accumulator.index_select(0, index).add_(ADAGRAD_EPSILON).pow_(-0.5).mul_(grad).mul_(-optimizer.lr)
         if optimizer.momentum:
             momentum = state["momentum"].index_select(0, index)
             step.add_(momentum, alpha=optimizer.momentum)
