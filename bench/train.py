@@ -21,6 +21,14 @@ Parts (all by default):
   30-minute gap per visitor) for one epoch of the rsc15 preset;
 - ``narm``, ``narm-softmax``: NARM beside GRU4Rec on the sample, and NARM's full vs sampled softmax at
   10k and 100k items (bench/train_narm.py).
+- ``step``: the hand-written training step (training/step.py) against the autograd step side by side on
+  the sample (rsc15 preset, ``--epochs``, seeds 1-3, each pair of runs interleaved so both see the same
+  machine load): pairs/s, Recall@20, MRR@20, peak memory, and the speed-up per seed;
+- ``scale``: pairs/s of both steps (one epoch of the rsc15 preset) on generated sessions over catalogues
+  of 10k, 100k and 1M items;
+- ``warm``: nightly warm start against a full retrain over 3 simulated nights of generated days (a
+  5-day window sliding by a day; night 0 trains the first champion in full): Recall@20, MRR@20 on the
+  next day and wall time per night.
 
 Each measurement runs in a fresh process, so its peak memory (largest summed RSS of the process and its
 children, sampled every 0.1 s) is its own. The machine is shared: load averages are recorded with every
@@ -57,7 +65,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "yoochoose-rsc15-100k"
 TRAIN_FILE, TEST_FILE = "yoochoose-clicks-100k_train_full.txt", "yoochoose-clicks-100k_test.txt"
 RESULTS = ROOT / "bench" / "results" / "train.json"
-PARTS = ("gru4rec", "original", "bpr-max", "baselines", "pipeline", "generated", "narm", "narm-softmax")
+PARTS = ("gru4rec", "original", "bpr-max", "baselines", "pipeline", "generated", "narm", "narm-softmax",
+         "step", "scale", "warm")
 KS = (1, 5, 10, 20)
 PIPELINE_DAYS = [dt.date(2014, 4, 1) + dt.timedelta(days=d) for d in range(7)]
 BPR_MAX = {**PRESETS["rsc15"], "loss": "bpr-max", "elu_param": 0.5, "bpreg": 1.0, "learning_rate": 0.05}
@@ -195,6 +204,7 @@ def run_parts(parts: list[str], epochs: int, threads: int, n_events: int) -> tup
         extra["pipeline"] = {"prepare_seconds": pipeline["prepare_seconds"], "splits": pipeline["splits"]}
     if "generated" in parts:
         rows.append(in_fresh_process(measure_generated, n_events, threads))
+    extra.update(run_speed_parts(parts, epochs, threads))
     return rows, extra
 
 
@@ -214,6 +224,176 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"{row['load_avg_before'][0]:.1f}/{row['load_avg_after'][0]:.1f}")
     print(f"reference (authors' PyTorch code, this sample, 2-core CPU): recall@20 {REFERENCE['recall@20']}, "
           f"mrr@20 {REFERENCE['mrr@20']}, {REFERENCE['pairs_per_s']} pairs/s")
+
+
+# --- the hand-written step against the autograd one, at scale, and warm starts (issue 14) ---
+
+STEP_SEEDS = (1, 2, 3)
+SCALE_ITEMS = (10_000, 100_000, 1_000_000)
+SCALE_EVENTS = 200_000
+WARM = {"days_per_night": 20_000, "window_days": 5, "nights": 3, "items": 5000, "warm_epochs": 3}
+
+
+def measure_step(step: str, seed: int, epochs: int, threads: int) -> dict[str, Any]:
+    _, train_data, test_data, _ = load_sample()
+    params = TrainParams.from_dict({**PRESETS["rsc15"], "epochs": epochs, "seed": seed})
+    cpu_start = time.process_time()
+    model, stats = train(train_data, params, device="cpu", cpu_threads=threads, step=step)
+    cpu_seconds = time.process_time() - cpu_start
+    with torch_threads(threads):
+        metrics = evaluate(GRU4RecScorer(model, "cpu"), test_data, ks=KS)
+    seconds, pairs = sum(s.seconds for s in stats), sum(s.pairs for s in stats)
+    return {"step": step, "seed": seed, **_accuracy(metrics), "train_seconds": round(seconds, 1),
+            "pairs_per_s": round(pairs / seconds), "pairs_per_cpu_s": round(pairs / cpu_seconds),
+            "final_loss": round(stats[-1].loss, 4)}
+
+
+def generated_sessions(n_items: int, n_events: int, seed: int = 1) -> SessionDataset:
+    """Sessions over a catalogue of ``n_items`` (Zipf-like popularity, next items mostly near the last one):
+    enough structure for training to do its usual work; the catalogue size is what this part varies."""
+    rng = np.random.default_rng(seed)
+    lengths = np.minimum(rng.geometric(1 / 4.5, size=n_events // 2) + 1, 60)
+    lengths = lengths[:np.searchsorted(np.cumsum(lengths), n_events)]
+    popular = np.minimum((rng.pareto(1.2, size=lengths.sum()) * n_items / 50).astype(np.int64), n_items - 1)
+    step = rng.integers(1, 4, size=lengths.sum())
+    first = np.r_[0, np.cumsum(lengths)[:-1]]
+    jump = rng.random(lengths.sum()) < 0.3
+    jump[first] = True
+    # Within a session: jump to a popular item or walk a few items on.
+    segment = np.cumsum(jump) - 1
+    base = popular[np.flatnonzero(jump)][segment]
+    walked = np.cumsum(np.where(jump, 0, step))
+    items = (base + walked - walked[np.flatnonzero(jump)][segment]) % n_items
+    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    return SessionDataset(items.astype(np.int64), offsets, np.arange(len(lengths)).astype(str).astype(object), n_items)
+
+
+def measure_scale(step: str, n_items: int, threads: int) -> dict[str, Any]:
+    data = generated_sessions(n_items, SCALE_EVENTS)
+    params = TrainParams.from_dict({**PRESETS["rsc15"], "epochs": 1})
+    cpu_start = time.process_time()
+    _, stats = train(data, params, device="cpu", cpu_threads=threads, step=step)
+    cpu_seconds = time.process_time() - cpu_start  # set-up (alias table, plan) included
+    return {"step": step, "items": n_items, "pairs": stats[0].pairs, "seconds": round(stats[0].seconds, 1),
+            "pairs_per_s": round(stats[0].pairs_per_s), "pairs_per_cpu_s": round(stats[0].pairs / cpu_seconds)}
+
+
+def _generated_days() -> tuple[pa.Table, np.ndarray]:
+    """Generated events with their session (30-minute gap per visitor) and the day each session starts."""
+    from jobs.generate import generate_clickstream
+
+    days = WARM["window_days"] + WARM["nights"] + 1
+    events = generate_clickstream(dt.date(2026, 11, 1) + dt.timedelta(days=days - 1), days=days,
+                                  n_events=WARM["days_per_night"] * days, n_items=WARM["items"], dirty_share=0.0)
+    visitor = np.asarray(events.column("visitor_id").to_pylist(), dtype=object)
+    millis = pc.cast(events.column("event_time"), pa.timestamp("ms")).cast(pa.int64()).to_numpy()
+    order = np.lexsort((millis, visitor))
+    visitor, millis = visitor[order], millis[order]
+    new = np.r_[True, (visitor[1:] != visitor[:-1]) | (np.diff(millis) > 30 * 60_000)]
+    session = np.cumsum(new)
+    start_day = (millis[np.flatnonzero(new)][session - 1] - millis.min()) // 86_400_000
+    table = pa.table({"session_id": pa.array(session.astype(str)),
+                      "item_id": events.column("item_id").take(pa.array(order)),
+                      "event_time": pa.array(millis, pa.int64())})
+    return table, start_day
+
+
+def measure_warm(epochs: int, threads: int) -> dict[str, Any]:
+    """Night 0 trains in full; on nights 1-3 a full retrain and a warm start from the previous night's
+    warm-started model (``warm_epochs`` epochs) train on the same window and are evaluated on the next day."""
+    from training.warm import WarmStart
+
+    params = TrainParams.from_dict({**PRESETS["rsc15"], "epochs": epochs})
+    table, start_day = _generated_days()
+    rows, previous = [], None
+    for night in range(WARM["nights"] + 1):
+        window = table.filter(pa.array((start_day >= night) & (start_day < night + WARM["window_days"])))
+        next_day = table.filter(pa.array(start_day == night + WARM["window_days"]))
+        counts = pc.value_counts(window.column("item_id"))
+        vocabulary = Vocabulary.from_counts(np.asarray(counts.field("values").to_pylist(), dtype=object),
+                                            counts.field("counts").to_numpy())
+        train_data, _ = dataset_from_table(window, vocabulary)
+        test_data, unknown = dataset_from_table(next_day, vocabulary)
+        new_items = len(vocabulary) if previous is None else int((previous[1].lookup(vocabulary.item_ids) < 0).sum())
+        modes = [("full", None)]
+        if previous is not None:
+            modes.append(("warm", WarmStart(previous[0], previous[1], vocabulary, source=f"night {night - 1}")))
+        for mode, warm in modes:
+            run_params = params if warm is None else params.replace(epochs=WARM["warm_epochs"])
+            start = time.perf_counter()
+            model, _ = train(train_data, run_params, device="cpu", cpu_threads=threads, warm_start=warm)
+            wall = time.perf_counter() - start
+            with torch_threads(threads):
+                metrics = evaluate(GRU4RecScorer(model, "cpu"), test_data, ks=(20,))
+            rows.append({"night": night, "mode": mode, "epochs": run_params.epochs, "items": len(vocabulary),
+                         "new_items": new_items, "pairs": train_data.n_pairs,
+                         "recall@20": round(metrics["recall@20"], 4), "mrr@20": round(metrics["mrr@20"], 4),
+                         "train_wall_seconds": round(wall, 1), "unknown_test_events": unknown})
+        previous = (model, vocabulary)  # the warm chain: night 0's full model, then each warm start
+    return {"rows": rows, "settings": WARM}
+
+
+def run_speed_parts(parts: list[str], epochs: int, threads: int) -> dict[str, Any]:
+    """The step, scale and warm parts; prints their tables and returns them for the JSON file."""
+    extra: dict[str, Any] = {}
+    if "step" in parts:
+        rows = [in_fresh_process(measure_step, step, seed, epochs, threads)
+                for seed in STEP_SEEDS for step in ("autograd", "auto")]
+        extra["step"] = rows
+        print_step_table(rows)
+    if "scale" in parts:
+        rows = [in_fresh_process(measure_scale, step, n_items, threads)
+                for n_items in SCALE_ITEMS for step in ("autograd", "auto")]
+        extra["scale"] = rows
+        print_scale_table(rows)
+    if "warm" in parts:
+        result = in_fresh_process(measure_warm, epochs, threads)
+        extra["warm"] = result
+        print_warm_table(result["rows"])
+    return extra
+
+
+def _step_name(step: str) -> str:
+    return "hand-written" if step == "auto" else step
+
+
+def print_step_table(rows: list[dict[str, Any]]) -> None:
+    print("pairs/s: training pairs per second of wall time; per CPU s: per second of the process's CPU time")
+    print("(less sensitive to other users of a shared machine). Speed-ups against the autograd run of the seed.")
+    print(f"{'step':<13} {'seed':>4} {'recall@20':>9} {'mrr@20':>7} {'train s':>8} {'pairs/s':>8} {'per CPU s':>9} "
+          f"{'peak MB':>8} {'speed-up':>8} {'CPU':>6}  load (1 min, before/after)")
+    for row in rows:
+        ratio = cpu_ratio = ""
+        if row["step"] == "auto":
+            reference = next(r for r in rows if r["seed"] == row["seed"] and r["step"] == "autograd")
+            ratio = f"{row['pairs_per_s'] / reference['pairs_per_s']:.2f}x"
+            cpu_ratio = f"{row['pairs_per_cpu_s'] / reference['pairs_per_cpu_s']:.2f}x"
+        print(f"{_step_name(row['step']):<13} {row['seed']:>4} {row['recall@20']:>9.4f} {row['mrr@20']:>7.4f} "
+              f"{row['train_seconds']:>8} {row['pairs_per_s']:>8,} {row['pairs_per_cpu_s']:>9,} "
+              f"{row['peak_rss_mb']:>8} {ratio:>8} {cpu_ratio:>6}  "
+              f"{row['load_avg_before'][0]:.1f}/{row['load_avg_after'][0]:.1f}")
+    for step in ("autograd", "auto"):
+        mine = [r for r in rows if r["step"] == step]
+        pairs, cpu_pairs = (round(np.mean([r[key] for r in mine])) for key in ("pairs_per_s", "pairs_per_cpu_s"))
+        print(f"{_step_name(step):<13} mean {np.mean([r['recall@20'] for r in mine]):>9.4f} "
+              f"{np.mean([r['mrr@20'] for r in mine]):>7.4f} {'':>8} {pairs:>8,} {cpu_pairs:>9,}")
+
+
+def print_scale_table(rows: list[dict[str, Any]]) -> None:
+    print(f"{'items':>9} {'step':<13} {'pairs':>8} {'seconds':>8} {'pairs/s':>8} {'per CPU s':>9} {'peak MB':>8}  "
+          "load (1 min)")
+    for row in rows:
+        print(f"{row['items']:>9,} {_step_name(row['step']):<13} {row['pairs']:>8,} {row['seconds']:>8} "
+              f"{row['pairs_per_s']:>8,} {row['pairs_per_cpu_s']:>9,} {row['peak_rss_mb']:>8}  "
+              f"{row['load_avg_before'][0]:.1f}")
+
+
+def print_warm_table(rows: list[dict[str, Any]]) -> None:
+    print(f"{'night':>5} {'mode':<5} {'epochs':>6} {'items':>6} {'new':>5} {'pairs':>7} {'recall@20':>9} "
+          f"{'mrr@20':>7} {'wall s':>7}")
+    for row in rows:
+        print(f"{row['night']:>5} {row['mode']:<5} {row['epochs']:>6} {row['items']:>6} {row['new_items']:>5} "
+              f"{row['pairs']:>7,} {row['recall@20']:>9.4f} {row['mrr@20']:>7.4f} {row['train_wall_seconds']:>7}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

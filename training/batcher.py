@@ -29,6 +29,7 @@ class EpochPlan:
 
     ``starts`` marks rows whose session begins at that step (hidden state zeroed before the step).
     ``keep[t]``, only for steps where the batch shrinks, lists the rows of step ``t - 1`` that go on.
+    ``slots`` is each row's slot (rows of a step are in slot order).
     """
 
     inputs: np.ndarray
@@ -36,6 +37,7 @@ class EpochPlan:
     starts: np.ndarray
     offsets: np.ndarray
     keep: dict[int, np.ndarray]
+    slots: np.ndarray
 
     @property
     def n_steps(self) -> int:
@@ -89,7 +91,33 @@ def plan_epoch(data: SessionDataset, batch_size: int) -> EpochPlan:
         previous = ordered_slots[offsets[t - 1]:offsets[t]]
         keep[int(t)] = np.searchsorted(previous, ordered_slots[offsets[t]:offsets[t + 1]])
     return EpochPlan(inputs=data.item_idx[events], targets=data.item_idx[events + 1],
-                     starts=position[order] == 0, offsets=offsets, keep=keep)
+                     starts=position[order] == 0, offsets=offsets, keep=keep, slots=ordered_slots)
+
+
+@dataclass(frozen=True)
+class FixedSlots:
+    """An :class:`EpochPlan` with fixed shapes: [n_steps, width] per step, slot ``s`` always in column ``s``.
+
+    A slot with no session left is a dummy row: ``live`` False, item 0 as input and target, ``carry`` 0.
+    The same work as the shrinking batch, with static shapes (what a GPU step captured once needs).
+    """
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    live: np.ndarray
+    carry: np.ndarray
+
+
+def fixed_slots(plan: EpochPlan) -> FixedSlots:
+    """The plan's rows placed by (step, slot); ``carry`` is 0 where a session starts or a slot is empty."""
+    width = int(plan.offsets[1] - plan.offsets[0])
+    step = np.repeat(np.arange(plan.n_steps), np.diff(plan.offsets))
+    shape = (plan.n_steps, width)
+    inputs, targets = np.zeros(shape, dtype=np.int64), np.zeros(shape, dtype=np.int64)
+    live, carry = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
+    inputs[step, plan.slots], targets[step, plan.slots] = plan.inputs, plan.targets
+    live[step, plan.slots], carry[step, plan.slots] = True, ~plan.starts
+    return FixedSlots(inputs=inputs, targets=targets, live=live, carry=carry)
 
 
 class Batch(NamedTuple):

@@ -133,13 +133,18 @@ def fit_family(family: str, params: Mapping[str, Any] | None, vocabulary: Vocabu
                eval_data: SessionDataset, device: torch.device, output_dir: Path | None = None,
                checkpoint_dir: Path | None = None, on_epoch: OnEpoch | None = None,
                on_progress: Callable[[int, int, int], None] | None = None,
-               cpu_threads: int | None = CPU_THREADS) -> FamilyFit:
-    """Fit ``family`` (its defaults plus ``params``), save it to ``output_dir`` when given, and evaluate it."""
+               cpu_threads: int | None = CPU_THREADS, warm_start_from: Path | None = None) -> FamilyFit:
+    """Fit ``family`` (its defaults plus ``params``), save it to ``output_dir`` when given, and evaluate it.
+
+    ``warm_start_from``: a saved model folder of the same family and architecture to start from.
+    """
     trainer = trainer_for(family)
     settings = trainer.params(params)
+    warm = {} if warm_start_from is None else {"warm_start": trainer.warm_start(Path(warm_start_from), vocabulary)}
     with torch_threads(cpu_threads):
         fitted = trainer.fit(train_data, settings, device, eval_data=eval_data, on_epoch=on_epoch,
-                             checkpoint_dir=checkpoint_dir, on_progress=on_progress, cpu_threads=cpu_threads)
+                             checkpoint_dir=checkpoint_dir, on_progress=on_progress, cpu_threads=cpu_threads,
+                             **warm)
         if output_dir is not None:
             trainer.save(fitted, Path(output_dir), vocabulary, settings)
         # Evaluated once more (not the last epoch's metrics) for the popularity bias, which needs the counts.
@@ -154,7 +159,8 @@ def run(training_dir: Path, params: Mapping[str, Any] | None = None, split: str 
         output_dir: Path | None = None, checkpoint_dir: Path | None = None,
         baselines: Sequence[str] = tuple(BASELINES), on_epoch: OnEpoch | None = None,
         on_progress: Callable[[int, int, int], None] | None = None,
-        cpu_threads: int | None = CPU_THREADS, family: str = DEFAULT_FAMILY) -> TrainingResult:
+        cpu_threads: int | None = CPU_THREADS, family: str = DEFAULT_FAMILY,
+        warm_start_from: Path | None = None) -> TrainingResult:
     """Fit ``family`` with its defaults plus ``params`` on the split's training part (evaluating every epoch
     on its evaluation part), save it to ``output_dir`` when given, then evaluate the baselines.
 
@@ -165,7 +171,7 @@ def run(training_dir: Path, params: Mapping[str, Any] | None = None, split: str 
     vocabulary, train_data, eval_data = load_training_set(training_dir, split)
     fit = fit_family(family, params, vocabulary, train_data, eval_data, target, output_dir=output_dir,
                      checkpoint_dir=checkpoint_dir, on_epoch=on_epoch, on_progress=on_progress,
-                     cpu_threads=cpu_threads)
+                     cpu_threads=cpu_threads, warm_start_from=warm_start_from)
     with torch_threads(cpu_threads):
         baseline_metrics, baseline_seconds = evaluate_baselines(train_data, eval_data, baselines,
                                                                 int(fit.params.get("seed", 1)), vocabulary.counts)

@@ -35,6 +35,7 @@ from training.evaluate import SessionScorer, evaluate
 from training.narm_trainer import NARMTrainer
 from training.presets import PRESETS
 from training.trainer import CPU_THREADS, EpochStats, TrainParams, train
+from training.warm import WarmStart
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,11 @@ class FamilyTrainer(Protocol):
             cpu_threads: int | None = CPU_THREADS) -> FitResult: ...
 
     def save(self, result: FitResult, directory: Path, vocabulary: Vocabulary, params: Mapping[str, Any]) -> None:
+        ...
+
+    def warm_start(self, model_dir: Path, vocabulary: Vocabulary) -> Any:
+        """What ``fit(..., warm_start=...)`` starts from: a saved model of this family for data of
+        ``vocabulary``; a ValueError for a family that cannot start from one."""
         ...
 
     def scorer(self, model: SessionModel) -> SessionScorer:
@@ -118,7 +124,7 @@ class GRU4RecTrainer:
     def fit(self, train_data: SessionDataset, params: Mapping[str, Any], device: torch.device, *,
             eval_data: SessionDataset | None = None, on_epoch: OnEpoch | None = None,
             checkpoint_dir: Path | None = None, on_progress: Callable[[int, int, int], None] | None = None,
-            cpu_threads: int | None = CPU_THREADS) -> FitResult:
+            cpu_threads: int | None = CPU_THREADS, warm_start: WarmStart | None = None) -> FitResult:
         settings = TrainParams.from_dict(dict(params))
         evaluate_fn = None
         if eval_data is not None:
@@ -127,12 +133,15 @@ class GRU4RecTrainer:
         on_epoch_end = (lambda stats: on_epoch(stats.epoch, epoch_metrics(stats))) if on_epoch else None
         network, history = train(train_data, settings, device=device, checkpoint_dir=checkpoint_dir,
                                  on_epoch_end=on_epoch_end, evaluate_fn=evaluate_fn, on_progress=on_progress,
-                                 cpu_threads=cpu_threads)
+                                 cpu_threads=cpu_threads, warm_start=warm_start)
         return FitResult(network, history, seconds=sum(s.seconds for s in history),
                          pairs=sum(s.pairs for s in history))
 
     def save(self, result: FitResult, directory: Path, vocabulary: Vocabulary, params: Mapping[str, Any]) -> None:
         save_model(directory, result.model, vocabulary, dict(params))
+
+    def warm_start(self, model_dir: Path, vocabulary: Vocabulary) -> WarmStart:
+        return WarmStart.from_model_dir(model_dir, vocabulary)
 
     def scorer(self, model: SessionModel) -> SessionScorer:
         return GRU4RecScorer(model, model.device)
@@ -186,6 +195,9 @@ class BaselineTrainer:
 
     def save(self, result: FitResult, directory: Path, vocabulary: Vocabulary, params: Mapping[str, Any]) -> None:
         save_model(directory, result.model, vocabulary, dict(params))
+
+    def warm_start(self, model_dir: Path, vocabulary: Vocabulary) -> Any:
+        raise ValueError(f"{self.name} is fitted in one pass over the data and has no warm start ({model_dir})")
 
     def scorer(self, model: SessionModel) -> SessionScorer:
         return SessionModelScorer(model)

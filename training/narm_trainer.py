@@ -429,6 +429,9 @@ class NARMTrainer:
     def params(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         return NARMParams.from_dict({**self.default_params(), **(overrides or {})}).to_dict()
 
+    def warm_start(self, model_dir: Path, vocabulary: Vocabulary) -> Any:
+        raise ValueError(f"narm has no warm start yet; train it from scratch (refusing {model_dir})")
+
     def fit(self, train_data: SessionDataset, params: Mapping[str, Any], device: torch.device, *,
             eval_data: SessionDataset | None = None, on_epoch: OnEpoch | None = None,
             checkpoint_dir: Path | None = None, on_progress: Callable[[int, int, int], None] | None = None,

@@ -3,8 +3,11 @@
 Item tables (output embedding, item bias, input embedding or one-hot input weights) have one row per
 item, and a mini-batch touches only the rows of its inputs, targets and sampled negatives. Training
 gathers those rows as autograd leaves (:class:`ItemRows`), so backward yields gradients for the
-gathered rows only, never a dense [n_items, d] gradient; the optimizer then updates only those rows and
-only their accumulators. The other parameters (GRU weights) are updated densely.
+gathered rows only, never a dense [n_items, d] gradient; the optimizer then updates only the rows each
+table uses in the step (its accumulator, momentum and value): an output table's rows of the targets and
+negatives, an input table's rows of the inputs, both for the tied embedding. A row the step gathered
+for another table (the bias of an item that is only an input) keeps its value and its momentum, as in
+the paper's sparse update. The other parameters (GRU weights) are updated densely.
 
 Adagrad with momentum (GRU4REC.md): acc += g^2; step = -lr * g / sqrt(acc + 1e-6);
 mom = momentum * mom + step; p += mom. Adam is offered too (lazy on item rows, like SparseAdam).
@@ -27,23 +30,32 @@ class ItemRows:
 
     ``items`` holds every item index the mini-batch uses (inputs, targets, negatives); ``inverse`` maps
     each of them to its row in the gathered tables. Backward then yields one gradient per distinct row,
-    duplicates already summed, and the optimizer updates exactly these rows of every item table.
+    duplicates already summed, and the optimizer updates the rows each table uses (see :meth:`gather`).
     """
 
     def __init__(self, items: torch.Tensor) -> None:
         self.index, self.inverse = torch.unique(items, return_inverse=True)
-        self._leaves: dict[int, tuple[nn.Parameter, torch.Tensor]] = {}
+        self._leaves: dict[int, tuple[nn.Parameter, torch.Tensor, torch.Tensor]] = {}
 
-    def gather(self, table: nn.Parameter) -> torch.Tensor:
-        """The mini-batch's rows of ``table`` (the same leaf when asked twice)."""
+    def gather(self, table: nn.Parameter, used: slice = slice(None)) -> torch.Tensor:
+        """The mini-batch's rows of ``table`` (the same leaf when asked again).
+
+        ``used``: the positions of ``items`` through which the caller uses this table (default all);
+        only the rows they select move in the update. A table used twice (the tied embedding, as input
+        and output) is asked twice and moves the rows of both.
+        """
         if id(table) not in self._leaves:
             rows = table.detach().index_select(0, self.index).requires_grad_()
-            self._leaves[id(table)] = (table, rows)
-        return self._leaves[id(table)][1]
+            mask = torch.zeros(len(self.index), dtype=torch.bool, device=self.index.device)
+            self._leaves[id(table)] = (table, rows, mask)
+        _, rows, mask = self._leaves[id(table)]
+        mask[self.inverse[used]] = True
+        return rows
 
-    def gradients(self) -> list[tuple[nn.Parameter, torch.Tensor]]:
-        """(table, gradient of its gathered rows) after backward."""
-        return [(table, rows.grad) for table, rows in self._leaves.values() if rows.grad is not None]
+    def gradients(self) -> list[tuple[nn.Parameter, torch.Tensor, torch.Tensor]]:
+        """(table, index of its used rows, their gradient) after backward."""
+        return [(table, self.index[used], rows.grad[used]) for table, rows, used in self._leaves.values()
+                if rows.grad is not None]
 
 
 class RowSparseOptimizer(ABC):
@@ -73,8 +85,8 @@ class RowSparseOptimizer(ABC):
         for name, p in self.parameters.items():
             if name not in self.item_names and p.grad is not None:
                 self._update_dense(p, p.grad, self.state[name])
-        for table, grad in rows.gradients():
-            self._update_rows(table, rows.index, grad, self.state[self._names[id(table)]])
+        for table, index, grad in rows.gradients():
+            self._update_rows(table, index, grad, self.state[self._names[id(table)]])
 
     def zero_grad(self) -> None:
         for p in self.parameters.values():

@@ -76,6 +76,18 @@ class NegativeSampler:
         self._position += 1
         return row
 
+    def take(self, count: int) -> torch.Tensor:
+        """The next ``count`` rows of ids at once ([count, n_sample]): the same ids as ``count`` calls of next()."""
+        parts = []
+        while count:
+            if self._position >= len(self._buffer):
+                self._refill()
+            n = min(count, len(self._buffer) - self._position)
+            parts.append(self._buffer[self._position:self._position + n])
+            self._position += n
+            count -= n
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
     def state_dict(self) -> dict:
         return {"fill_state": self._fill_state.clone(), "position": self._position,
                 "filled": bool(len(self._buffer))}

@@ -139,6 +139,9 @@ def build_parser(default_device: str) -> argparse.ArgumentParser:
     parser.add_argument("--device", default=default_device, help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--output-dir", type=Path, help="save the trained model folder here")
     parser.add_argument("--checkpoint-dir", type=Path, help="checkpoint every epoch here; resume from it")
+    parser.add_argument("--warm-start-from", type=Path, metavar="MODEL_DIR",
+                        help="with --family gru4rec: start from the weights of the model saved in MODEL_DIR (same "
+                             "architecture; items new to it get fresh rows); usually with fewer --epochs")
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default", help="hyperparameter preset")
     parser.add_argument("--baselines", default=",".join(BASELINES),
                         help="comma-separated baselines to evaluate ('' for none; default: all)")
@@ -245,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown baseline(s) {unknown}; expected some of {sorted(BASELINES)}")
     if args.family is None and args.split is not None:
         parser.error("--split needs --family: without it the run selects on train_tr/valid and evaluates on test")
+    if args.family is None and args.warm_start_from is not None:
+        parser.error("--warm-start-from needs --family (the saved model's family)")
     split = args.split or "full"
     if args.force_promote and not args.register:
         parser.error("--force-promote needs --register")
@@ -273,9 +278,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         if args.mlflow:
             result, run_id, model_uri = track_experiment(settings, day, args.training_dir, overrides[args.family],
-                                                         family=args.family, split=split, **options)
+                                                         family=args.family, split=split,
+                                                         warm_start_from=args.warm_start_from, **options)
         else:
-            result = run(args.training_dir, overrides[args.family], split=split, family=args.family, **options)
+            result = run(args.training_dir, overrides[args.family], split=split, family=args.family,
+                         warm_start_from=args.warm_start_from, **options)
         report = result.report()
     print(format_summary(result))
     if args.mlflow:

@@ -4,6 +4,13 @@ One step: zero the hidden rows of slots that start a session, gather the input r
 score the batch's targets plus the shared extra negatives (never all items), take the loss, backpropagate
 into this step only (the hidden state is detached: no BPTT) and update the touched item rows and the GRU.
 
+Two implementations of that step, chosen once per run (``_Run``): the hand-written one in
+``training/step.py`` (no autograd, fixed shapes, CUDA graphs on a GPU) for the configurations it covers
+(cross-entropy and bpr-max, Adagrad, tied or separate embedding: the presets), and the autograd one here
+(:meth:`_Run.step`) for the rest (top1-max, bpr, top1, Adam, one-hot input). The autograd step is also the
+reference the hand-written one is tested against (float64, tests/model/test_step.py); ``step="autograd"``
+forces it.
+
 With ``checkpoint_dir`` every finished epoch is saved (weights, optimizer, sampler and RNG states, the
 parameters and a fingerprint of the data, as a plain dict), and a rerun resumes after the last saved
 epoch with results identical to an uninterrupted run. Random numbers come from the parameters' seed
@@ -32,6 +39,8 @@ from training.batcher import Batch, SessionParallelBatches, plan_epoch
 from training.losses import LOSSES, column_scores, logq_tables, make_loss
 from training.optim import OPTIMIZERS, ItemRows, make_optimizer
 from training.sampler import NegativeSampler
+from training.step import FastStep, unsupported
+from training.warm import WarmStart
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +53,10 @@ PROGRESS_UPDATES_PER_EPOCH = 100
 # on a busy one, make training up to 10x slower (threads wait for each other at every op; measured on
 # 2 shared cores). Callers with large layers and dedicated cores can pass more.
 CPU_THREADS = 1
+# Which step trains: "auto" the hand-written one (training/step.py) where it covers the configuration,
+# else the autograd one; "autograd" always the autograd one (the reference the hand-written one is
+# tested and benchmarked against).
+STEPS = ("auto", "autograd")
 
 
 _NUMBER_RULES: tuple[tuple[str, Callable[[float], bool], str], ...] = (
@@ -152,12 +165,17 @@ def data_fingerprint(data: SessionDataset) -> dict:
 class _Run:
     """The state of one training run on one device: network, optimizer, sampler and the epoch schedule."""
 
-    def __init__(self, data: SessionDataset, params: TrainParams, device: torch.device) -> None:
+    def __init__(self, data: SessionDataset, params: TrainParams, device: torch.device, step: str = "auto",
+                 fixed_items: bool | None = None, warm: WarmStart | None = None) -> None:
+        if step not in STEPS:
+            raise ValueError(f"step must be one of {STEPS}, got {step!r}")
         self.params = params
         self.device = device
         self.batches = SessionParallelBatches(plan_epoch(data, params.batch_size), device)
         self.step_sizes = self.batches.step_sizes()
         self.model = GRU4Rec(params.network_config(data.n_items)).to(device)
+        if warm is not None:
+            warm.apply(self.model)
         self.optimizer = make_optimizer(params.optimizer, self.model, self.model.item_parameter_names(),
                                         params.learning_rate, params.momentum)
         self.loss = make_loss(params.loss, bpreg=params.bpreg, elu_param=params.elu_param)
@@ -171,6 +189,11 @@ class _Run:
         self.logq_targets = self.logq_negatives = None
         if params.loss == "cross-entropy" and params.logq > 0:
             self.logq_targets, self.logq_negatives = logq_tables(support, params.logq, params.sample_alpha, device)
+        self.fast = None
+        if step == "auto" and unsupported(params.loss, params.optimizer, self.model.config.input_mode) is None:
+            self.fast = FastStep(self.model, self.optimizer, self.sampler, self.batches.plan, support, params.loss,
+                                 params.batch_size, params.logq, params.sample_alpha, params.bpreg, params.elu_param,
+                                 params.remove_accidental_hits, device, fixed_items=fixed_items)
 
     def step(self, batch: Batch, hidden: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """One mini-batch: returns the (detached) mean loss of its rows and the next hidden state.
@@ -192,8 +215,10 @@ class _Run:
         model, size = self.model, len(batch.inputs)
         rows = ItemRows(torch.cat((batch.inputs, batch.targets, negatives)))
         inputs, columns = rows.inverse[:size], rows.inverse[size:]
-        output, hidden = model.step_rows(rows.gather(model.input_table).index_select(0, inputs), hidden)
-        item_scores = model.score_rows(output, rows.gather(model.item_embedding), rows.gather(model.item_bias))
+        used_in, used_out = slice(None, size), slice(size, None)
+        output, hidden = model.step_rows(rows.gather(model.input_table, used_in).index_select(0, inputs), hidden)
+        item_scores = model.score_rows(output, rows.gather(model.item_embedding, used_out),
+                                       rows.gather(model.item_bias, used_out))
         scores = column_scores(item_scores, columns, self.params.remove_accidental_hits)
         if self.logq_targets is not None:
             scores = scores - torch.cat((self.logq_targets.index_select(0, batch.targets),
@@ -206,17 +231,19 @@ class _Run:
 
     def epoch(self, on_progress: Callable[[int, int], None] | None) -> float:
         """One pass over the data; returns the mean loss per training pair."""
+        offsets, steps = self.batches.plan.offsets, len(self.batches)
+        every = max(1, steps // PROGRESS_UPDATES_PER_EPOCH)
+        if self.fast is not None:
+            return self.fast.epoch(on_progress, every)
         self.model.train()
         hidden = self.model.init_hidden(int(self.batches.plan.offsets[1]), self.device)
         losses = []
-        offsets, steps = self.batches.plan.offsets, len(self.batches)
-        every = max(1, steps // PROGRESS_UPDATES_PER_EPOCH)
         for index, batch in enumerate(self.batches):
             loss, hidden = self.step(batch, hidden)
             losses.append(loss)
             if on_progress is not None and ((index + 1) % every == 0 or index + 1 == steps):
                 on_progress(int(offsets[index + 1]), self.batches.plan.n_pairs)
-        total = torch.dot(torch.stack(losses), self.step_sizes).item()
+        total = torch.dot(torch.stack(losses).double(), self.step_sizes.double()).item()
         return total / self.batches.plan.n_pairs
 
     def state_dict(self) -> dict:
@@ -294,12 +321,15 @@ def train(data: SessionDataset, params: TrainParams, device: torch.device | str 
           checkpoint_dir: Path | None = None, on_epoch_end: Callable[[EpochStats], None] | None = None,
           evaluate_fn: Callable[[GRU4Rec], dict[str, float]] | None = None,
           on_progress: Callable[[int, int, int], None] | None = None,
-          cpu_threads: int | None = CPU_THREADS) -> tuple[GRU4Rec, list[EpochStats]]:
+          cpu_threads: int | None = CPU_THREADS, step: str = "auto",
+          warm_start: WarmStart | None = None) -> tuple[GRU4Rec, list[EpochStats]]:
     """Train GRU4Rec on ``data``; returns the network (eval mode) and per-epoch statistics.
 
     ``evaluate_fn`` runs after every epoch on the network in eval mode (its metrics go into the epoch's
     stats); ``on_progress(epoch, pairs_done, pairs_total)`` is called about 100 times per epoch.
     ``cpu_threads`` is torch's intra-op thread count while training (None: the process setting).
+    ``step``: one of :data:`STEPS` (the default picks the hand-written step where it applies).
+    ``warm_start``: start from a trained network's weights (training/warm.py) instead of random ones.
     """
     device = resolve_device(device) if isinstance(device, str) else device
     fingerprint = data_fingerprint(data)
@@ -307,7 +337,7 @@ def train(data: SessionDataset, params: TrainParams, device: torch.device | str 
     cuda_devices = [device] if device.type == "cuda" else []
     with torch_threads(cpu_threads), torch.random.fork_rng(devices=cuda_devices, device_type="cuda"):
         torch.manual_seed(params.seed)
-        run = _Run(data, params, device)
+        run = _Run(data, params, device, step, warm=warm_start)
         stats: list[EpochStats] = []
         if checkpoint is not None and checkpoint.exists():
             stats = _resume(checkpoint, run, params, fingerprint)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from model.data import SessionDataset
-from training.batcher import SessionParallelBatches, plan_epoch
+from training.batcher import SessionParallelBatches, fixed_slots, plan_epoch
 from training.sampler import NegativeSampler, alias_table, sampling_weights
 
 
@@ -163,3 +163,23 @@ def test_sampler_rejects_bad_settings() -> None:
         sampling_weights(np.zeros(3), 0.5)
     with pytest.raises(ValueError, match="positive"):
         NegativeSampler(np.ones(3), 0.5, n_sample=0, buffer_batches=1, seed=1)
+
+
+def test_take_serves_the_same_ids_as_next_across_refills() -> None:
+    one, block = (NegativeSampler(np.ones(50), 0.5, n_sample=7, buffer_batches=3, seed=1) for _ in range(2))
+    expected = torch.stack([one.next() for _ in range(8)])
+    assert torch.equal(torch.cat([block.take(2), block.take(5), block.take(1)]), expected)
+
+
+def test_fixed_slots_place_each_row_in_its_slot() -> None:
+    """Sessions of 3, 2 and 4 events in 2 slots (as test_schedule_by_hand): slot 0 empties after step 1."""
+    plan = plan_epoch(dataset([3, 2, 4]), batch_size=2)
+    slots = fixed_slots(plan)
+    assert slots.live.tolist() == [[True, True], [True, True], [False, True], [False, True]]
+    assert slots.inputs.tolist() == [[0, 3], [1, 5], [0, 6], [0, 7]]
+    for t in range(plan.n_steps):
+        rows = slice(plan.offsets[t], plan.offsets[t + 1])
+        assert slots.inputs[t][slots.live[t]].tolist() == plan.inputs[rows].tolist()
+        assert slots.targets[t][slots.live[t]].tolist() == plan.targets[rows].tolist()
+        assert slots.carry[t][slots.live[t]].tolist() == (~plan.starts[rows]).tolist()
+    assert not slots.carry[~slots.live].any() and not slots.inputs[~slots.live].any()

@@ -45,7 +45,8 @@ def test_item_rows_sum_duplicate_gradients() -> None:
     (gathered.index_select(0, rows.inverse) * torch.arange(1.0, 6.0, dtype=torch.float64).unsqueeze(1)).sum().backward()
     dense = table.detach().clone().requires_grad_()
     (dense[items] * torch.arange(1.0, 6.0, dtype=torch.float64).unsqueeze(1)).sum().backward()
-    ((_, grad),) = rows.gradients()
+    ((_, index, grad),) = rows.gradients()
+    assert torch.equal(index, rows.index)
     assert torch.equal(grad, dense.grad[rows.index])
     assert table.grad is None, "no dense gradient is ever formed for an item table"
 
@@ -78,18 +79,27 @@ def test_sparse_rows_update_by_the_formula_and_untouched_rows_stay_put() -> None
     assert np.allclose(snapshots[1][1].numpy(), row1, atol=1e-12)
 
 
-def test_rows_in_the_batch_without_gradient_still_apply_their_momentum() -> None:
-    """Every item table updates on all of the mini-batch's rows (inputs, targets, negatives)."""
+def test_only_the_rows_a_table_uses_move_and_keep_their_momentum_otherwise() -> None:
+    """Item 0 is an output in step 1 and only an input in step 2: its bias row must not drift on its
+    momentum in step 2 (the tied embedding row, used as the input, does move)."""
+    embedding = nn.Parameter(torch.randn(3, 2, dtype=torch.float64))
     bias = nn.Parameter(torch.zeros(3, dtype=torch.float64))
-    optimizer = AdagradMomentum([("bias", bias)], {"bias"}, LR, MOMENTUM)
-    rows = ItemRows(torch.tensor([0]))
-    rows.gather(bias).sum().backward()
-    optimizer.step(rows)
-    after_first = bias[0].item()
-    rows = ItemRows(torch.tensor([0, 2]))
-    rows.gather(bias)[1:].sum().backward()  # row 0 is in the batch but gets a zero gradient
-    optimizer.step(rows)
-    assert bias[0].item() == pytest.approx(after_first * (1 + MOMENTUM))
+    optimizer = AdagradMomentum([("embedding", embedding), ("bias", bias)], {"embedding", "bias"}, LR, MOMENTUM)
+    for items in ([1, 0], [0, 2]):  # [input, target]
+        rows = ItemRows(torch.tensor(items))
+        used_in, used_out = slice(None, 1), slice(1, None)
+        table = rows.gather(embedding, used_in)
+        assert rows.gather(embedding, used_out) is table
+        x = table.index_select(0, rows.inverse[:1])
+        out = rows.inverse[1:]
+        (x @ table.index_select(0, out).t() + rows.gather(bias, used_out).index_select(0, out)).sum().backward()
+        before = bias.detach().clone(), embedding.detach().clone(), optimizer.state["bias"]["momentum"].clone()
+        optimizer.step(rows)
+    bias_before, embedding_before, momentum_before = before
+    assert momentum_before[0] != 0, "step 1 gave item 0's bias a momentum"
+    assert bias[0] == bias_before[0], "item 0 is only an input in step 2: its bias keeps its value"
+    assert torch.equal(optimizer.state["bias"]["momentum"][0], momentum_before[0])
+    assert bias[2] != bias_before[2] and not torch.equal(embedding[0], embedding_before[0])
 
 
 def test_without_momentum_keeps_no_momentum_state() -> None:

@@ -221,3 +221,19 @@ def test_resolve_device() -> None:
 def test_trains_on_cuda(data: SessionDataset) -> None:
     model, stats = train(data, TrainParams(**SMALL), device="cuda")
     assert model.item_embedding.is_cuda and stats[1].loss < stats[0].loss
+
+
+def test_an_item_only_input_in_a_step_keeps_its_bias_and_momentum(data: SessionDataset) -> None:
+    """Item 5 is a target in step 1 (its bias gets a gradient and a momentum) and only an input in step 2:
+    with momentum its bias must not move in step 2 (the paper's sparse update moves rows with a gradient)."""
+    torch.manual_seed(0)
+    run = _Run(data, TrainParams(**{**SMALL, "n_sample": 0, "dropout_hidden": 0.0}), torch.device("cpu"))
+    hidden = run.model.init_hidden(2)
+    first = Batch(inputs=torch.tensor([4, 7]), targets=torch.tensor([5, 8]), carry=torch.zeros(2, 1), keep=None)
+    second = Batch(inputs=torch.tensor([5, 9]), targets=torch.tensor([6, 10]), carry=torch.ones(2, 1), keep=None)
+    _, hidden = run.step(first, hidden)
+    bias, embedding = run.model.item_bias.detach().clone(), run.model.item_embedding.detach().clone()
+    run.step(second, hidden)
+    assert bias[5] != 0
+    assert run.model.item_bias[5] == bias[5], "an input-only item's bias row stays put"
+    assert not torch.equal(run.model.item_embedding[5], embedding[5]), "its tied embedding row, the input, moves"
