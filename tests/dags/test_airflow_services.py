@@ -18,13 +18,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dag_test_support import DAYS, PipelineRun
 
-from sessionrec.ui import Services
+from sessionrec.ui import Services, port_free
 
 pytestmark = pytest.mark.slow
 
@@ -32,10 +33,8 @@ RUN_TIMEOUT_S = 420.0
 TRAINING_CONF = {"training_days": DAYS, "epochs": 1, "hidden_size": 16, "batch_size": 16, "n_sample": 32}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# The worker and triggerer log servers' defaults (8793 collided with the API server of `make screenshots`).
+AIRFLOW_DEFAULT_LOG_PORTS = (8793, 8794)
 
 
 class Api:
@@ -87,14 +86,31 @@ class Api:
         return f"{dag_id} {run_id}: " + ", ".join(f"{ti['task_id']}={ti['state']}" for ti in instances)
 
 
+@contextmanager
+def occupied(ports: tuple[int, ...]) -> Iterator[None]:
+    """Listen on those of ``ports`` that are free (a fresh machine's state is that they are)."""
+    with ExitStack() as stack:
+        for port in ports:
+            if port_free(port):
+                server = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                server.bind(("127.0.0.1", port))
+                server.listen()
+        yield
+
+
 @pytest.fixture(scope="module")
 def api(pipeline_run: PipelineRun, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """The services on ports chosen at start, while Airflow's default log-server ports are taken (as by a
+    second ``airflow standalone`` on the machine)."""
     settings = pipeline_run.settings.replace(home=tmp_path_factory.mktemp("services") / "var")
-    port = free_port()
-    services = Services(settings, airflow_port=port, mlflow_port=None)
-    services.start(timeout_s=240)
+    services = Services(settings, mlflow=False)
+    with occupied(AIRFLOW_DEFAULT_LOG_PORTS):
+        services.start(timeout_s=240)
     try:
-        client = Api(f"http://127.0.0.1:{port}", services.admin_password())
+        log_ports = [int(services.env[f"AIRFLOW__LOGGING__{name}_LOG_SERVER_PORT"]) for name in ("WORKER", "TRIGGER")]
+        assert not set(log_ports) & {*AIRFLOW_DEFAULT_LOG_PORTS, services.airflow_port}
+        assert not any(port_free(port) for port in log_ports)  # both log servers listen where they were told
+        client = Api(f"http://127.0.0.1:{services.airflow_port}", services.admin_password())
         client.wait_for_dags({"clickstream_sessionize", "gru4rec_train", "gru4rec_score"})
         yield client
     finally:
