@@ -33,6 +33,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from dag_support.assets import sessions_asset
 from dag_support.checks import DataCheckError, check_session_stats
 from dag_support.lake import read_json
+from dag_support.notify import failure_notifier
 from dag_support.params import day_param
 from dag_support.spark import RUN_DAY, spark_job
 from dag_support.tasks import resolve_day
@@ -52,7 +53,8 @@ with DAG(
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=3,
-    default_args={"owner": "recsys-data", "retries": 2, "execution_timeout": timedelta(minutes=30)},
+    default_args={"owner": "recsys-data", "on_failure_callback": failure_notifier(settings),
+                  "retries": 2, "execution_timeout": timedelta(minutes=30)},
     params={"ds": day_param()},
     tags=["sessionrec", "spark", "lake"],
 ):

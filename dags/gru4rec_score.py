@@ -29,6 +29,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from dag_support.assets import model_asset, recommendations_asset
 from dag_support.checks import DataCheckError, check_recommendations
 from dag_support.lake import read_json
+from dag_support.notify import failure_notifier
 from dag_support.params import scoring_params
 from dag_support.spark import spark_job
 from dag_support.tasks import resolve_day
@@ -46,7 +47,8 @@ with DAG(
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "recsys-ml", "retries": 1, "execution_timeout": timedelta(hours=1)},
+    default_args={"owner": "recsys-ml", "on_failure_callback": failure_notifier(settings),
+                  "retries": 1, "execution_timeout": timedelta(hours=1)},
     params=scoring_params(settings),
     tags=["sessionrec", "gru4rec", "spark", "warehouse"],
 ):

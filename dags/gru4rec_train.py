@@ -28,6 +28,7 @@ from typing import Any
 
 from airflow.sdk import DAG, task
 from dag_support.assets import model_asset, sessions_asset
+from dag_support.notify import failure_notifier
 from dag_support.params import training_overrides, training_params
 from dag_support.spark import spark_job
 from dag_support.tasks import resolve_day
@@ -45,7 +46,8 @@ with DAG(
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "recsys-ml", "retries": 1, "execution_timeout": timedelta(hours=1)},
+    default_args={"owner": "recsys-ml", "on_failure_callback": failure_notifier(settings),
+                  "retries": 1, "execution_timeout": timedelta(hours=1)},
     params=training_params(settings),
     tags=["sessionrec", "gru4rec", "mlflow", "gpu"],
 ):

@@ -59,6 +59,12 @@ class Settings:
     gpu_queue: str = "gpu"
     gpu_pool: str = "gpu"
     nightly_cron: str = "30 2 * * *"
+    # Failure notifications (dags/dag_support/notify.py): "log", "smtp" or "webhook"; the Airflow
+    # connection they use (smtp: an SMTP connection, empty means smtp_default; webhook: an HTTP
+    # connection holding the chat's incoming-webhook URL) and, for smtp, the comma-separated recipients.
+    notifier: str = "log"
+    notify_conn_id: str = ""
+    notify_to: str = ""
 
     def __post_init__(self) -> None:
         home = Path(self.home)

@@ -38,6 +38,7 @@ def describe_task(task: Any) -> dict[str, Any]:
         "application": getattr(task, "application", None),
         "application_args": [str(arg) for arg in getattr(task, "application_args", None) or []],
         "filepath": getattr(task, "filepath", None),
+        "failure_callbacks": [type(callback).__name__ for callback in task.on_failure_callback or []],
     }
 
 

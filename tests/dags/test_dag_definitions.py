@@ -84,6 +84,12 @@ def test_every_task_but_the_sensor_has_an_execution_timeout(report: dict[str, An
                 assert task["execution_timeout_s"], (dag_id, task_id)
 
 
+def test_every_task_notifies_when_it_fails_for_good(report: dict[str, Any]) -> None:
+    for dag_id in DAG_IDS:
+        for task_id, task in tasks(report, dag_id).items():
+            assert task["failure_callbacks"] == ["LogNotifier"], (dag_id, task_id)  # the default kind
+
+
 def test_every_param_has_a_title_and_a_type(report: dict[str, Any]) -> None:
     for dag_id, dag in report["dags"].items():
         for name, schema in dag["params"].items():
