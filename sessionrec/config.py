@@ -65,6 +65,12 @@ class Settings:
     notifier: str = "log"
     notify_conn_id: str = ""
     notify_to: str = ""
+    # Crawler sessions (jobs/sessionize.py): more than crawler_max_events events, or at least
+    # crawler_rate_min_events events at more than crawler_max_events_per_minute on average over the
+    # session. Flagged, left out of training sets; scoring reads every session's last crawler_max_events.
+    crawler_max_events: int = 200
+    crawler_max_events_per_minute: float = 30.0
+    crawler_rate_min_events: int = 20
 
     def __post_init__(self) -> None:
         home = Path(self.home)

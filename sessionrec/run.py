@@ -86,7 +86,7 @@ def generate_demo_data(settings: Settings, end_day: date, days: int, events: int
 
 def sessionize_days(settings: Settings, days: Sequence[date]) -> None:
     """Sessionize ``days`` with the job's function in one local Spark session."""
-    from jobs.sessionize import sessionize
+    from jobs.sessionize import CrawlerRules, sessionize
     from jobs.spark import build_session
 
     spark = build_session("make-run-sessionize", master=settings.spark_master, scratch=settings.home / "spark",
@@ -94,7 +94,8 @@ def sessionize_days(settings: Settings, days: Sequence[date]) -> None:
     try:
         for day in days:
             stats = sessionize(spark, settings.raw, settings.lake, day, gap_minutes=settings.gap_minutes,
-                               max_quarantine_share=settings.max_quarantine_share)
+                               max_quarantine_share=settings.max_quarantine_share,
+                               crawlers=CrawlerRules.from_settings(settings))
             log.info("sessionized %s: %d sessions", day, stats["sessions"])
     finally:
         spark.stop()
