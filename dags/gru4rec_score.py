@@ -83,7 +83,7 @@ with DAG(
         """Compare partition D of the warehouse with the scoring run's record."""
         from jobs.warehouse import connect, redact
 
-        record_location = f"{settings.stats_dir}/score/ds={day}.json"
+        record_location = settings.layout.score_stats(day)
         with connect(settings.warehouse_url) as warehouse:
             partition = warehouse.read_partition(date.fromisoformat(day))
         source = f"{redact(settings.warehouse_url)} session_recommendations ds={day}"

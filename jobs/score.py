@@ -59,6 +59,7 @@ from jobs.cli import add_master_argument, parse_day
 from jobs.spark import job_session
 from model.data import VOCABULARY_FILE, Vocabulary, read_vocabulary
 from sessionrec.config import Settings, load_settings
+from sessionrec.layout import Lake
 
 if TYPE_CHECKING:
     from model.recommender import Recommender
@@ -185,7 +186,7 @@ def expected_rows(sessions: int, n_items: int, top_k: int, exclude_last: bool) -
 
 def read_sessions(spark: SparkSession, lake: str, ds: date) -> DataFrame:
     """The events of ``sessions/ds=D/`` (session_id, item_id, position), checked against the contract."""
-    path = f"{lake}/sessions/ds={ds.isoformat()}"
+    path = Lake(lake).sessions(ds)
     try:
         frame = spark.read.parquet(path)
     except AnalysisException as exc:
@@ -265,7 +266,7 @@ def local_folder(spark: SparkSession, folder: str, scratch: Path) -> Path:
 
 def write_run_record(spark: SparkSession, lake: str, ds: date, record: dict[str, Any]) -> str:
     """``stats/score/ds=D.json`` (replaced on rerun); returns its path."""
-    path = f"{lake}/stats/score/ds={ds.isoformat()}.json"
+    path = Lake(lake).score_stats(ds)
     fs, jpath = _hadoop_path(spark, path)
     stream = fs.create(jpath, True)
     try:
@@ -315,7 +316,7 @@ def score_day(spark: SparkSession, lake: str, ds: date, model_uri: str, top_k: i
         raise ValueError(f"top_k must be a positive integer, got {top_k}")
     timer = PhaseTimer()
     generated_at = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
-    output = f"{lake}/recommendations/ds={ds.isoformat()}"
+    output = Lake(lake).recommendations(ds)
     with warehouse.connect(warehouse_url) as target, \
             tempfile.TemporaryDirectory(prefix="sessionrec-score-") as scratch:
         target.ensure_table()  # a table with the wrong schema fails the run before the scoring, not after

@@ -75,7 +75,7 @@ def job_session(app_name: str, master: str | None, settings: Settings) -> Iterat
     from pyspark.sql import SparkSession
 
     reusing = SparkSession.getActiveSession() is not None
-    spark = build_session(app_name, master=master, scratch=settings.home / "spark",
+    spark = build_session(app_name, master=master, scratch=settings.work_area.spark_scratch,
                           driver_memory=settings.spark_driver_memory)
     try:
         yield spark

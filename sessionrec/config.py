@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from sessionrec.layout import Lake, WorkArea
+
 ENV_PREFIX = "SESSIONREC_"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,9 +77,8 @@ class Settings:
     def __post_init__(self) -> None:
         home = Path(self.home)
         object.__setattr__(self, "home", home)
-        lake = self.lake or str(home / "lake")
-        object.__setattr__(self, "lake", lake.rstrip("/"))
-        object.__setattr__(self, "raw", (self.raw or f"{self.lake}/raw").rstrip("/"))
+        object.__setattr__(self, "lake", (self.lake or str(home / "lake")).rstrip("/"))
+        object.__setattr__(self, "raw", Lake(self.lake, self.raw).raw)
         if not self.mlflow_tracking_uri:
             object.__setattr__(self, "mlflow_tracking_uri", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
         if not self.mlflow_artifact_root:
@@ -90,25 +91,14 @@ class Settings:
             raise ValueError(f"max_quarantine_share must be in [0, 1], got {self.max_quarantine_share}")
 
     @property
-    def sessions_dir(self) -> str:
-        return f"{self.lake}/sessions"
+    def layout(self) -> Lake:
+        """Every location in the lake and the landing zone (sessionrec/layout.py)."""
+        return Lake(self.lake, self.raw)
 
     @property
-    def quarantine_dir(self) -> str:
-        return f"{self.lake}/quarantine"
-
-    @property
-    def stats_dir(self) -> str:
-        return f"{self.lake}/stats"
-
-    @property
-    def training_dir(self) -> str:
-        return f"{self.lake}/training"
-
-    @property
-    def models_dir(self) -> Path:
-        """Local checkpoints of training runs (resumable); not the registry."""
-        return self.home / "models"
+    def work_area(self) -> WorkArea:
+        """Local working folders under ``home``: training checkpoints and models, Spark scratch."""
+        return WorkArea(self.home)
 
     def replace(self, **changes: object) -> Settings:
         """A copy with some fields changed (derived paths are recomputed only if left empty)."""

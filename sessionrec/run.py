@@ -31,6 +31,7 @@ from typing import Any
 
 from sessionrec import airflow_env
 from sessionrec.config import Settings, load_settings
+from sessionrec.layout import PARTITION_PREFIX, local_path, partition_day
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +68,10 @@ class Timings:
 
 def landing_days(settings: Settings) -> list[date]:
     """The days present in the landing zone (``raw/clicks/ds=D`` folders holding a visible file)."""
-    from jobs.landing import CLICKS_DIR, local_dir
-
-    root = local_dir(settings.raw) / CLICKS_DIR
+    root = local_path(settings.layout.landing.clicks)
     if not root.is_dir():
         return []
-    return sorted(date.fromisoformat(folder.name.removeprefix("ds=")) for folder in root.glob("ds=*")
+    return sorted(partition_day(folder.name) for folder in root.glob(f"{PARTITION_PREFIX}*")
                   if any(not child.name.startswith(".") for child in folder.iterdir()))
 
 
@@ -89,7 +88,7 @@ def sessionize_days(settings: Settings, days: Sequence[date]) -> None:
     from jobs.sessionize import CrawlerRules, sessionize
     from jobs.spark import build_session
 
-    spark = build_session("make-run-sessionize", master=settings.spark_master, scratch=settings.home / "spark",
+    spark = build_session("make-run-sessionize", master=settings.spark_master, scratch=settings.work_area.spark_scratch,
                           driver_memory=settings.spark_driver_memory)
     try:
         for day in days:
@@ -102,8 +101,8 @@ def sessionize_days(settings: Settings, days: Sequence[date]) -> None:
 
 
 def is_sessionized(settings: Settings, day: date) -> bool:
-    """Whether ``stats/ds=D.json`` exists (the sessionize job writes it last)."""
-    return (Path(settings.stats_dir) / f"ds={day.isoformat()}.json").is_file()
+    """Whether day D's sessionize stats exist (the sessionize job writes them last)."""
+    return local_path(settings.layout.sessionize_stats(day)).is_file()
 
 
 def run_dag(dag_id: str, conf: Mapping[str, Any], env: Mapping[str, str], log_dir: Path) -> Path:
@@ -141,7 +140,7 @@ def summary(settings: Settings, day: date) -> str:
     from jobs.warehouse import connect, redact
     from lifecycle.tracking import connect as connect_mlflow
 
-    stats = json.loads((Path(settings.stats_dir) / f"ds={day.isoformat()}.json").read_text())
+    stats = json.loads(local_path(settings.layout.sessionize_stats(day)).read_text())
     lines = [f"Day {day.isoformat()}: {stats['sessions']} sessions, {stats['events']} events "
              f"({stats['rows_quarantined']} of {stats['rows_read']} raw rows quarantined)"]
     client = connect_mlflow(settings)
