@@ -1,13 +1,22 @@
 """
 ### Score a day's sessions and publish the recommendations to the warehouse
 
-Runs after every promotion-gate decision of `gru4rec_train` (the **model** asset; the day is the one
-the model was trained for, so a new sessions day has been sessionized and trained on), or by hand for
-any day and any model version or alias.
+Runs for day D when either asset is updated (`clickstream_sessions | gru4rec_champion`), or by hand
+for any day and any model version or alias:
+
+- **clickstream_sessions**: the sessions of D exist, so D is scored with whatever `@champion` is then,
+  without waiting for `gru4rec_train` (whose training of D may fail or take hours);
+- **champion**: the gate of `gru4rec_train` promoted a model trained for D, so D is scored again with
+  it (the partition is replaced).
+
+The day is the latest `ds` among the triggering asset events (a run started by both a sessions event
+and a champion event of an earlier day, which happens only when the DAG was paused or the scheduler
+down, scores the later day; trigger the other by hand).
 
 1. **resolve_model**: resolves the `model` Param (`champion` by default, or a version number) to one
    concrete registry version, so the whole run uses the same model even if the alias moves meanwhile;
-   fails at once when there is no such version (no champion yet: run `gru4rec_train` first).
+   fails at once when there is no such version (no champion yet, on a deployment's first night: the
+   first promotion of `gru4rec_train` scores the day).
 2. **score**: `jobs/score.py` through `spark-submit`: the top `top_k` next items of every session of the
    day; partition D of the warehouse table `session_recommendations` is replaced in one transaction.
 3. **check_partition**: reads partition D back from the warehouse and checks it against the scoring
@@ -26,7 +35,7 @@ from typing import Any
 
 from airflow.sdk import DAG, task
 from airflow.sdk.exceptions import AirflowFailException
-from dag_support.assets import model_asset, recommendations_asset
+from dag_support.assets import champion_asset, recommendations_asset, sessions_asset
 from dag_support.checks import DataCheckError, check_recommendations
 from dag_support.lake import read_json
 from dag_support.notify import failure_notifier
@@ -43,7 +52,7 @@ with DAG(
     dag_id="gru4rec_score",
     description="Sessions of a day -> top-K next items per session -> warehouse partition",
     doc_md=__doc__,
-    schedule=[model_asset(settings)],
+    schedule=sessions_asset(settings) | champion_asset(settings),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
