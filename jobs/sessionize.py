@@ -41,6 +41,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobs.cli import add_master_argument, parse_day
+from jobs.day_sessions import CRAWLER
 from jobs.lake import midnight, replace_by_rename, require_micros_timestamps, staging_folder, write_text
 from jobs.raw_input import (
     EVENT_TIME,
@@ -63,7 +64,6 @@ from sessionrec.layout import Lake
 logger = logging.getLogger(__name__)
 
 POSITION = "position"
-CRAWLER = "crawler"
 OUTPUT_COLUMNS = (SESSION_ID, VISITOR_ID, POSITION, ITEM_ID, EVENT_TIME, EVENT_TYPE, CRAWLER)
 # Events of a session in this order; the trailing keys only make ties at the same instant deterministic.
 EVENT_ORDER = (EVENT_TIME, ITEM_ID, EVENT_TYPE, VISITOR_ID)

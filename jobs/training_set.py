@@ -53,12 +53,12 @@ if __name__ == "__main__" and importlib.util.find_spec("sessionrec") is None:
 
 import numpy as np
 import pyarrow as pa
-from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import BooleanType, IntegerType, LongType, StringType, TimestampType
 
 from jobs.cli import add_master_argument, parse_day
+from jobs.day_sessions import CRAWLER, read_sessions
 from jobs.lake import exists, midnight, replace_by_rename, require_micros_timestamps, staging_folder, upload
 from jobs.spark import job_session
 from model.data import Vocabulary, write_vocabulary
@@ -76,8 +76,6 @@ INPUT_COLUMNS: dict[str, tuple[type, ...]] = {
     "position": (IntegerType, LongType),
 }
 OUTPUT_COLUMNS = ("session_id", "item_id", "item_idx", "event_time")
-# Flag of crawler sessions (CONTRACTS.md 2); optional on read so days written before it stay usable.
-CRAWLER = "crawler"
 
 
 class EmptySplitError(ValueError):
@@ -97,25 +95,8 @@ def _iso(moment: datetime) -> str:
 
 def _read_day(spark: SparkSession, path: str, day: date) -> DataFrame:
     """One day's sessions, checked against the contract, with the day as a column."""
-    try:
-        frame = spark.read.parquet(path)
-    except AnalysisException as exc:
-        raise ValueError(f"{path}: cannot read the sessions as Parquet ({exc.getMessage()})") from exc
-    fields = {f.name: f.dataType for f in frame.schema.fields}
-    for name, types in INPUT_COLUMNS.items():
-        expected = " or ".join(t.typeName() for t in types)
-        if name not in fields:
-            raise ValueError(f"{path}: column {name!r} is missing; expected {expected} (docs/CONTRACTS.md 2)")
-        if not isinstance(fields[name], types):
-            raise ValueError(f"{path}: column {name!r} is {fields[name].simpleString()}; expected {expected}")
-    if CRAWLER not in fields:
-        logger.warning("%s: no %r column (written before crawler sessions were flagged): none assumed",
-                       path, CRAWLER)
-        crawler = F.lit(False)
-    elif isinstance(fields[CRAWLER], BooleanType):
-        crawler = F.coalesce(F.col(CRAWLER), F.lit(False))
-    else:
-        raise ValueError(f"{path}: column {CRAWLER!r} is {fields[CRAWLER].simpleString()}; expected boolean")
+    frame = read_sessions(spark, path, INPUT_COLUMNS, optional={CRAWLER: (BooleanType,)})
+    crawler = F.coalesce(F.col(CRAWLER), F.lit(False))
     return frame.select(*INPUT_COLUMNS, crawler.alias(CRAWLER)).withColumn("day", F.lit(day))
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sessionrec import airflow_env
-from sessionrec.config import Settings, load_settings
+from sessionrec.config import Settings, load_settings, redact
 from sessionrec.layout import PARTITION_PREFIX, local_path, partition_day
 
 log = logging.getLogger(__name__)
@@ -137,8 +137,9 @@ def plan_days(settings: Settings, days: list[date], window: int) -> Plan:
 
 def summary(settings: Settings, day: date) -> str:
     """Sessions, model metrics against baselines, the gate, warehouse rows, how to open the UIs."""
-    from jobs.warehouse import connect, redact
-    from lifecycle.tracking import connect as connect_mlflow
+    from jobs.warehouse import connect
+    from lifecycle.connection import connect as connect_mlflow
+    from lifecycle.registry import CHAMPION, resolve_version
 
     stats = json.loads(local_path(settings.layout.sessionize_stats(day)).read_text())
     lines = [f"Day {day.isoformat()}: {stats['sessions']} sessions, {stats['events']} events "
@@ -162,11 +163,11 @@ def summary(settings: Settings, day: date) -> str:
         tags = versions[0].tags
         lines.append(f"Gate on version {versions[0].version}: {tags.get('gate_decision', '?')} "
                      f"({tags.get('gate_reason', 'no reason recorded')})")
-    champion = client.get_model_version_by_alias(settings.model_name, "champion")
+    champion = resolve_version(client, CHAMPION, settings.model_name)
     with connect(settings.warehouse_url) as warehouse:
         rows = warehouse.count(day)
     lines += [
-        f"Champion: {settings.model_name} version {champion.version}",
+        f"Champion: {settings.model_name} version {champion}",
         f"Warehouse {redact(settings.warehouse_url)}: {rows} rows in session_recommendations for ds={day}",
         "UIs: `make ui`, then Airflow at http://localhost:8080 (DAG runs, logs, the trigger form) and "
         "MLflow at http://localhost:5000 (runs, metrics, registry)",
