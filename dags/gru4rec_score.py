@@ -80,7 +80,7 @@ with DAG(
 
     score = spark_job(settings, "score", "score", "Score the sessions (Spark)",
                       ["--lake", settings.lake, "--ds", day, "--model-uri", model_uri,
-                       "--top-k", "{{ params.top_k }}"])
+                       "--top-k", "{{ params.top_k }}", "--max-session-events", str(settings.crawler_max_events)])
 
     @task(outlets=[recommendations], task_display_name="Check the warehouse partition")
     def check_partition(day: str, outlet_events: Any = None) -> dict[str, Any]:
