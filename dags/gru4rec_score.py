@@ -21,7 +21,11 @@ down, scores the later day; trigger the other by hand).
    day; partition D of the warehouse table `session_recommendations` is replaced in one transaction.
 3. **check_partition**: reads partition D back from the warehouse and checks it against the scoring
    run's record: the row count, every session present, ranks 1..K with K distinct items per session.
-   On success it updates the **session_recommendations** asset.
+   Then its health: it fails, naming the figure, its value and its limit, when the share of sessions
+   served the most-popular fallback exceeds `max_fallback_share`, or the day's sessions fell by more than
+   `max_session_drop` against the mean of the previous days' runs (Params; defaults from the settings).
+   On success it updates the **session_recommendations** asset with these figures (and the catalogue
+   coverage and unknown-event share).
 
 **Inputs**: `sessions/ds=D/` in the lake, the registered model. **Outputs**: warehouse partition D
 (`Settings.warehouse_url`), `recommendations/ds=D/` and `stats/score/ds=D.json` in the lake; a rerun
@@ -36,7 +40,7 @@ from typing import Any
 from airflow.sdk import DAG, task
 from airflow.sdk.exceptions import AirflowFailException
 from dag_support.assets import champion_asset, recommendations_asset, sessions_asset
-from dag_support.checks import DataCheckError, check_recommendations
+from dag_support.checks import DataCheckError, check_health, check_recommendations
 from dag_support.lake import read_json
 from dag_support.notify import failure_notifier
 from dag_support.params import scoring_params
@@ -83,8 +87,9 @@ with DAG(
                        "--top-k", "{{ params.top_k }}", "--max-session-events", str(settings.crawler_max_events)])
 
     @task(outlets=[recommendations], task_display_name="Check the warehouse partition")
-    def check_partition(day: str, outlet_events: Any = None) -> dict[str, Any]:
-        """Compare partition D of the warehouse with the scoring run's record."""
+    def check_partition(day: str, params: dict[str, Any] | None = None,
+                        outlet_events: Any = None) -> dict[str, Any]:
+        """Compare partition D of the warehouse with the scoring run's record, then check its health."""
         from jobs.warehouse import connect
 
         record_location = settings.layout.score_stats(day)
@@ -92,7 +97,12 @@ with DAG(
             partition = warehouse.read_partition(date.fromisoformat(day))
         source = f"{redact(settings.warehouse_url)} session_recommendations ds={day}"
         try:
-            summary = check_recommendations(partition, read_json(record_location), source)
+            run_record = read_json(record_location)
+            summary = check_recommendations(partition, run_record, source)
+            limits = params or {}
+            summary.update(check_health(
+                partition, run_record, float(limits.get("max_fallback_share", settings.max_fallback_share)),
+                float(limits.get("max_session_drop", settings.max_session_drop)), source))
         except DataCheckError as exc:
             raise AirflowFailException(str(exc)) from exc
         outlet_events[recommendations].extra = {"ds": day, **summary}

@@ -82,6 +82,10 @@ class Settings:
     crawler_max_events: int = 200
     crawler_max_events_per_minute: float = 30.0
     crawler_rate_min_events: int = 20
+    # Health of a night's scoring (gru4rec_score's check): the largest share of sessions that may be served
+    # the most-popular fallback, and the largest drop of the day's sessions against the previous days' mean.
+    max_fallback_share: float = 0.2
+    max_session_drop: float = 0.5
 
     def __post_init__(self) -> None:
         home = Path(self.home)

@@ -48,6 +48,7 @@ def describe_schedule(dag: Any, serialized: Any) -> dict[str, Any]:
         "timetable": type(dag.timetable).__name__,
         "summary": serialized.timetable.summary,
         "assets": sorted(asset.name for _, asset in assets.iter_assets()) if assets is not None else [],
+        "condition": type(assets).__name__ if assets is not None else None,
     }
 
 

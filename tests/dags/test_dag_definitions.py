@@ -41,7 +41,9 @@ BAD_CONFS: dict[str, list[tuple[dict[str, Any], str]]] = {
     "gru4rec_score": [({"top_k": 0}, "less than the minimum of 1"),
                       ({"model": "models:/gru4rec@champion"}, "does not match"),
                       ({"model": "0"}, "does not match"),
-                      ({"ds": "tomorrow"}, "is not a 'date'")],
+                      ({"ds": "tomorrow"}, "is not a 'date'"),
+                      ({"max_fallback_share": 1.5}, "greater than the maximum of 1"),
+                      ({"max_session_drop": -0.1}, "less than the minimum of 0")],
 }
 
 
@@ -129,13 +131,18 @@ def test_training_follows_the_sessions_asset_on_the_gpu_pool_and_queue(
     assert train["upstream"] == ["build_training_set", "resolve_day"]
     assert steps["register"]["upstream"] == ["resolve_day", "train"]
     assert steps["gate"]["outlets"] == [f"{dag_settings.model_name}_model"]
+    announce = steps["announce_champion"]  # skipped unless the gate promoted: no champion event then
+    assert announce["outlets"] == [f"{dag_settings.model_name}_champion"]
+    assert announce["upstream"] == ["gate", "resolve_day"]
     for other in ("resolve_day", "build_training_set", "register", "gate"):
         assert steps[other]["pool"] != dag_settings.gpu_pool, other
 
 
-def test_scoring_follows_the_model_asset_and_checks_the_warehouse(
+def test_scoring_follows_new_sessions_or_a_new_champion_and_checks_the_warehouse(
         report: dict[str, Any], dag_settings: Settings) -> None:
-    assert report["dags"]["gru4rec_score"]["schedule"]["assets"] == [f"{dag_settings.model_name}_model"]
+    schedule = report["dags"]["gru4rec_score"]["schedule"]
+    assert schedule["assets"] == ["clickstream_sessions", f"{dag_settings.model_name}_champion"]
+    assert schedule["condition"] == "SerializedAssetAny"  # either one: scoring never waits for training
     steps = tasks(report, "gru4rec_score")
     assert steps["score"]["upstream"] == ["resolve_day", "resolve_model"]
     assert Path(steps["score"]["application"]).is_file()
@@ -151,7 +158,8 @@ def test_training_form_defaults_are_the_settings_and_the_default_preset(
                         "batch_size": preset["batch_size"], "learning_rate": preset["learning_rate"],
                         "n_sample": preset["n_sample"], "force_promote": False}
     assert report["dags"]["gru4rec_score"]["param_defaults"] == {
-        "ds": None, "top_k": dag_settings.top_k, "model": "champion"}
+        "ds": None, "top_k": dag_settings.top_k, "model": "champion", "max_fallback_share": 0.2,
+        "max_session_drop": 0.5}
 
 
 def test_the_loss_choices_are_the_losses_the_model_implements(report: dict[str, Any]) -> None:
