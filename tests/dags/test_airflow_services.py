@@ -2,8 +2,9 @@
 trigger, exactly as the trigger button of the UI does, and refuse bad Params with a 400.
 
 ``gru4rec_train`` is triggered through ``POST /api/v2/dags/<id>/dagRuns`` with its Params as ``conf``;
-its gate updates the model asset, on which the scheduler starts ``gru4rec_score`` by itself: an
-asset-triggered run without a logical date or conf that must take its day from the asset event. It
+its gate promotes the model and updates the champion asset, on which the scheduler starts
+``gru4rec_score`` by itself: an asset-triggered run without a logical date or conf that must take its
+day from the asset event. It
 rescores the day the dag.test runs already scored, so the warehouse partition must be replaced, not
 grown. The services use an Airflow home of their own on the lake, MLflow store and warehouse of
 tests/dags/test_pipeline_runs.py.
@@ -30,7 +31,9 @@ from sessionrec.ui import Services, port_free
 pytestmark = pytest.mark.slow
 
 RUN_TIMEOUT_S = 420.0
-TRAINING_CONF = {"training_days": DAYS, "epochs": 1, "hidden_size": 16, "batch_size": 16, "n_sample": 32}
+# Promoted for sure: the champion asset event (only a promotion emits one) is what starts the scoring.
+TRAINING_CONF = {"training_days": DAYS, "epochs": 1, "hidden_size": 16, "batch_size": 16, "n_sample": 32,
+                 "force_promote": True}
 
 
 # The worker and triggerer log servers' defaults (8793 collided with the API server of `make screenshots`).
@@ -139,7 +142,7 @@ def test_the_trigger_form_gets_titles_types_and_choices(api: Api) -> None:
     assert params["epochs"]["schema"]["title"] == "Epochs" and params["epochs"]["schema"]["type"] == "integer"
 
 
-def test_a_triggered_training_run_rescores_its_day_through_the_model_asset(
+def test_a_promoting_training_run_rescores_its_day_through_the_champion_asset(
         api: Api, pipeline_run: PipelineRun) -> None:
     from jobs.warehouse import connect
 
