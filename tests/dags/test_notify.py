@@ -69,7 +69,7 @@ def test_a_task_that_fails_for_good_posts_to_the_chat_webhook(dag_settings: Sett
     path, body = webhook.received[0]
     assert path == "/hooks/T1/B2/secret"
     assert body["text"].startswith("sessionrec: task resolve_model of DAG gru4rec_score failed")
-    assert "has no version '999'" in body["text"] and "/dags/gru4rec_score/runs/" in body["text"]
+    assert "no version 999" in body["text"] and "/dags/gru4rec_score/runs/" in body["text"]
 
 
 def test_the_settings_choose_the_notifier_and_a_wrong_choice_is_named(dag_settings: Settings) -> None:
