@@ -12,7 +12,8 @@ rerun days that already ran: a rerun replaces the day's outputs).
    `raw/clicks/ds=D/`.
 2. **sessionize**: `jobs/sessionize.py` through `spark-submit` on the `spark_default` connection
    (`local[*]` by default; any Spark master by editing the connection). Validates rows, quarantines the
-   bad ones with a reason, drops duplicates, cuts sessions at the inactivity gap.
+   bad ones with a reason, drops duplicates, cuts sessions at the inactivity gap, flags crawler sessions
+   (too many events, or too fast; `Settings.crawler_*`).
 3. **check_stats**: fails the run when the day had no rows, too many quarantined rows or no sessions;
    on success it updates the **clickstream_sessions** asset with `{"ds": D, ...}`, which starts
    `gru4rec_train`.
@@ -33,6 +34,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from dag_support.assets import sessions_asset
 from dag_support.checks import DataCheckError, check_session_stats
 from dag_support.lake import read_json
+from dag_support.notify import failure_notifier
 from dag_support.params import day_param
 from dag_support.spark import RUN_DAY, spark_job
 from dag_support.tasks import resolve_day
@@ -51,7 +53,8 @@ with DAG(
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=3,
-    default_args={"owner": "recsys-data", "retries": 2, "execution_timeout": timedelta(minutes=30)},
+    default_args={"owner": "recsys-data", "on_failure_callback": failure_notifier(settings),
+                  "retries": 2, "execution_timeout": timedelta(minutes=30)},
     params={"ds": day_param()},
     tags=["sessionrec", "spark", "lake"],
 ):
@@ -72,7 +75,10 @@ with DAG(
     sessionize = spark_job(settings, "sessionize", "sessionize", "Sessionize (Spark)",
                            ["--raw", settings.raw, "--lake", settings.lake, "--ds", day,
                             "--gap-minutes", str(settings.gap_minutes),
-                            "--max-quarantine-share", str(settings.max_quarantine_share)])
+                            "--max-quarantine-share", str(settings.max_quarantine_share),
+                            "--crawler-max-events", str(settings.crawler_max_events),
+                            "--crawler-max-events-per-minute", str(settings.crawler_max_events_per_minute),
+                            "--crawler-rate-min-events", str(settings.crawler_rate_min_events)])
 
     @task(outlets=[sessions], task_display_name="Check the stats")
     def check_stats(day: str, outlet_events: Any = None) -> dict[str, Any]:

@@ -1,18 +1,31 @@
 """
 ### Score a day's sessions and publish the recommendations to the warehouse
 
-Runs after every promotion-gate decision of `gru4rec_train` (the **model** asset; the day is the one
-the model was trained for, so a new sessions day has been sessionized and trained on), or by hand for
-any day and any model version or alias.
+Runs for day D when either asset is updated (`clickstream_sessions | gru4rec_champion`), or by hand
+for any day and any model version or alias:
+
+- **clickstream_sessions**: the sessions of D exist, so D is scored with whatever `@champion` is then,
+  without waiting for `gru4rec_train` (whose training of D may fail or take hours);
+- **champion**: the gate of `gru4rec_train` promoted a model trained for D, so D is scored again with
+  it (the partition is replaced).
+
+The day is the latest `ds` among the triggering asset events (a run started by both a sessions event
+and a champion event of an earlier day, which happens only when the DAG was paused or the scheduler
+down, scores the later day; trigger the other by hand).
 
 1. **resolve_model**: resolves the `model` Param (`champion` by default, or a version number) to one
    concrete registry version, so the whole run uses the same model even if the alias moves meanwhile;
-   fails at once when there is no such version (no champion yet: run `gru4rec_train` first).
+   fails at once when there is no such version (no champion yet, on a deployment's first night: the
+   first promotion of `gru4rec_train` scores the day).
 2. **score**: `jobs/score.py` through `spark-submit`: the top `top_k` next items of every session of the
    day; partition D of the warehouse table `session_recommendations` is replaced in one transaction.
 3. **check_partition**: reads partition D back from the warehouse and checks it against the scoring
    run's record: the row count, every session present, ranks 1..K with K distinct items per session.
-   On success it updates the **session_recommendations** asset.
+   Then its health: it fails, naming the figure, its value and its limit, when the share of sessions
+   served the most-popular fallback exceeds `max_fallback_share`, or the day's sessions fell by more than
+   `max_session_drop` against the mean of the previous days' runs (Params; defaults from the settings).
+   On success it updates the **session_recommendations** asset with these figures (and the catalogue
+   coverage and unknown-event share).
 
 **Inputs**: `sessions/ds=D/` in the lake, the registered model. **Outputs**: warehouse partition D
 (`Settings.warehouse_url`), `recommendations/ds=D/` and `stats/score/ds=D.json` in the lake; a rerun
@@ -26,9 +39,10 @@ from typing import Any
 
 from airflow.sdk import DAG, task
 from airflow.sdk.exceptions import AirflowFailException
-from dag_support.assets import model_asset, recommendations_asset
-from dag_support.checks import DataCheckError, check_recommendations
+from dag_support.assets import champion_asset, recommendations_asset, sessions_asset
+from dag_support.checks import DataCheckError, check_health, check_recommendations
 from dag_support.lake import read_json
+from dag_support.notify import failure_notifier
 from dag_support.params import scoring_params
 from dag_support.spark import spark_job
 from dag_support.tasks import resolve_day
@@ -42,11 +56,12 @@ with DAG(
     dag_id="gru4rec_score",
     description="Sessions of a day -> top-K next items per session -> warehouse partition",
     doc_md=__doc__,
-    schedule=[model_asset(settings)],
+    schedule=sessions_asset(settings) | champion_asset(settings),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "recsys-ml", "retries": 1, "execution_timeout": timedelta(hours=1)},
+    default_args={"owner": "recsys-ml", "on_failure_callback": failure_notifier(settings),
+                  "retries": 1, "execution_timeout": timedelta(hours=1)},
     params=scoring_params(settings),
     tags=["sessionrec", "gru4rec", "spark", "warehouse"],
 ):
@@ -69,11 +84,12 @@ with DAG(
 
     score = spark_job(settings, "score", "score", "Score the sessions (Spark)",
                       ["--lake", settings.lake, "--ds", day, "--model-uri", model_uri,
-                       "--top-k", "{{ params.top_k }}"])
+                       "--top-k", "{{ params.top_k }}", "--max-session-events", str(settings.crawler_max_events)])
 
     @task(outlets=[recommendations], task_display_name="Check the warehouse partition")
-    def check_partition(day: str, outlet_events: Any = None) -> dict[str, Any]:
-        """Compare partition D of the warehouse with the scoring run's record."""
+    def check_partition(day: str, params: dict[str, Any] | None = None,
+                        outlet_events: Any = None) -> dict[str, Any]:
+        """Compare partition D of the warehouse with the scoring run's record, then check its health."""
         from jobs.warehouse import connect
 
         record_location = settings.layout.score_stats(day)
@@ -81,7 +97,12 @@ with DAG(
             partition = warehouse.read_partition(date.fromisoformat(day))
         source = f"{redact(settings.warehouse_url)} session_recommendations ds={day}"
         try:
-            summary = check_recommendations(partition, read_json(record_location), source)
+            run_record = read_json(record_location)
+            summary = check_recommendations(partition, run_record, source)
+            limits = params or {}
+            summary.update(check_health(
+                partition, run_record, float(limits.get("max_fallback_share", settings.max_fallback_share)),
+                float(limits.get("max_session_drop", settings.max_session_drop)), source))
         except DataCheckError as exc:
             raise AirflowFailException(str(exc)) from exc
         outlet_events[recommendations].extra = {"ds": day, **summary}

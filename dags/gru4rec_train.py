@@ -19,8 +19,11 @@ among the triggering events), or by hand with the form below (any day, other hyp
    covers too little of the day's events (`Settings.gate_min_coverage`), and promotes it to `@champion`
    if it is not worse than the champion of any family (within `Settings.gate_tolerance`) and not beaten
    by the best baseline, or if `force_promote` is set. The decision
-   updates the **model** asset with `{"ds", "version", "promoted", "champion_version"}`, which starts
-   `gru4rec_score`.
+   updates the **model** asset with `{"ds", "version", "promoted", "champion_version"}`.
+5. **announce_champion**: only when the gate promoted (skipped otherwise): updates the **champion**
+   asset with `{"ds", "version"}`, on which `gru4rec_score` re-scores day D with the new champion.
+   Scoring never waits for this DAG: the sessions asset starts it as well, with the champion of the
+   moment, so a night whose training fails is still scored.
 
 **Inputs**: `sessions/ds=D-N+1 .. D` in the lake. **Outputs**: `training/ds=D/` in the lake (replaced
 as a whole on rerun), an MLflow run, a model version, maybe a new champion.
@@ -32,7 +35,9 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, task
-from dag_support.assets import model_asset, sessions_asset
+from airflow.sdk.exceptions import AirflowSkipException
+from dag_support.assets import champion_asset, model_asset, sessions_asset
+from dag_support.notify import failure_notifier
 from dag_support.params import AUTO_FAMILY, training_overrides, training_params
 from dag_support.spark import spark_job
 from dag_support.tasks import resolve_day
@@ -41,6 +46,7 @@ from sessionrec.config import load_settings
 
 settings = load_settings()
 model = model_asset(settings)
+champion = champion_asset(settings)
 
 with DAG(
     dag_id="gru4rec_train",
@@ -50,7 +56,8 @@ with DAG(
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "recsys-ml", "retries": 1, "execution_timeout": timedelta(hours=1)},
+    default_args={"owner": "recsys-ml", "on_failure_callback": failure_notifier(settings),
+                  "retries": 1, "execution_timeout": timedelta(hours=1)},
     params=training_params(settings),
     tags=["sessionrec", "gru4rec", "mlflow", "gpu"],
 ):
@@ -90,6 +97,15 @@ with DAG(
                                       "champion_version": decision["champion_version"]}
         return decision
 
+    @task(outlets=[champion], task_display_name="Announce the new champion")
+    def announce_champion(decision: dict[str, Any], day: str, outlet_events: Any = None) -> int:
+        """The champion asset event (only a successful task emits one): a promotion re-scores day D."""
+        if not decision["promoted"]:
+            raise AirflowSkipException(f"not promoted ({decision['reason']}); the champion stays version "
+                                       f"{decision['champion_version']}")
+        outlet_events[champion].extra = {"ds": day, "version": decision["champion_version"]}
+        return decision["champion_version"]
+
     trained = train(day)
     training_set >> trained
-    gate(register(trained, day), day)
+    announce_champion(gate(register(trained, day), day), day)

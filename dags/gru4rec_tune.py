@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Param, task
+from dag_support.notify import failure_notifier
 from dag_support.params import day_param
 from dag_support.tasks import resolve_day
 
@@ -42,7 +43,9 @@ with DAG(
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "recsys-ml", "retries": 1, "execution_timeout": timedelta(hours=1)},
+    # A list: the mapped search tasks take their callbacks as a list (a single notifier is not iterable).
+    default_args={"owner": "recsys-ml", "on_failure_callback": [failure_notifier(settings)],
+                  "retries": 1, "execution_timeout": timedelta(hours=1)},
     params={
         "ds": day_param(),
         "trials": Param(settings.tune_trials, type="integer", minimum=1, maximum=1000, title="Trials",

@@ -62,6 +62,11 @@ def write_text(spark: SparkSession, path: str, text: str) -> None:
         stream.close()
 
 
+def read_text(spark: SparkSession, path: str) -> str:
+    """The UTF-8 text of the file at ``path`` (local or any Hadoop file system)."""
+    return spark.read.text(path, wholetext=True).first()[0]
+
+
 def upload(spark: SparkSession, local: Path, target: str) -> None:
     """Copy a local file to ``target`` in the lake, replacing any file there."""
     fs, jtarget = hadoop_path(spark, target)

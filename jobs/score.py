@@ -1,7 +1,8 @@
 """Nightly scoring: every session of day D gets its top-K next items, loaded into the warehouse.
 
     spark-submit jobs/score.py --lake var/lake --ds 2026-11-21 [--model-uri models:/gru4rec@champion] \
-        [--top-k 20] [--warehouse duckdb:///abs/var/warehouse.duckdb] [--include-last-item]
+        [--top-k 20] [--warehouse duckdb:///abs/var/warehouse.duckdb] [--include-last-item] \
+        [--max-session-events 200]
     python -m jobs.score --lake var/lake --ds 2026-11-21 --master 'local[*]'
 
 Steps (docs/CONTRACTS.md sections 2, 5 and 6), each in the module that owns the concern:
@@ -9,8 +10,9 @@ Steps (docs/CONTRACTS.md sections 2, 5 and 6), each in the module that owns the 
 1. The model: ``models:/name@alias`` or ``models:/name/version`` is resolved in the MLflow registry to one
    concrete version (lifecycle/registry.py) and its folder downloaded once on the driver; the Python
    workers load it once each and keep it (jobs/model_cache.py).
-2. The day: ``sessions/ds=D/`` is read and checked, each session's items put in ``position`` order, and
-   events whose item the model does not know counted (jobs/day_sessions.py).
+2. The day: ``sessions/ds=D/`` is read and checked, each session's most recent ``max_session_events``
+   items (``Settings.crawler_max_events``: a crawler's session costs no more than that) put in
+   ``position`` order, and events whose item the model does not know counted (jobs/day_sessions.py).
 3. Sessions are scored inside Spark (``mapInArrow``), one Arrow batch of sessions at a time
    (``spark.sql.execution.arrow.maxRecordsPerBatch``, default 10,000).
 4. The rows are written to a staging folder of the lake and swapped in as ``recommendations/ds=D/``
@@ -19,8 +21,10 @@ Steps (docs/CONTRACTS.md sections 2, 5 and 6), each in the module that owns the 
    driver-side load (no JDBC jar; copied to the driver first when the lake is remote) suits the embedded
    and nightly scale: 1M sessions x 20 is 20M narrow rows, which DuckDB's Arrow scan or PostgreSQL's COPY
    take in well under the scoring time.
-5. The run record (rows, sessions, fallbacks, unknown items, model, time per phase) is logged and written
-   to ``stats/score/ds=D.json`` (jobs/run_record.py).
+5. The run record (rows, sessions, fallbacks, unknown items, sessions cut, model, time per phase, and the
+   health figures of jobs/score_health.py: fallback share, unknown-event share, catalogue coverage, the
+   session count against the previous days) is logged and written to ``stats/score/ds=D.json``
+   (jobs/run_record.py).
 
 The warehouse URL comes from the settings (``SESSIONREC_WAREHOUSE_URL``) or ``--warehouse``; a DAG passes
 the URL it builds from its Airflow connection. The MLflow stores come from the settings.
@@ -52,6 +56,7 @@ from jobs.day_sessions import scoring_sequences
 from jobs.lake import local_copy, replace_by_rename, staging_folder
 from jobs.model_cache import ServedModel, download, recommend
 from jobs.run_record import PhaseTimer, write_run_record
+from jobs.score_health import health_figures
 from jobs.spark import job_session
 from lifecycle.connection import MlflowStore
 from lifecycle.registry import ModelNotFound, parse_model_reference, resolve_version
@@ -98,8 +103,10 @@ def with_run_columns(recommendations: DataFrame, ds: date, model: ServedModel,
 
 def score_day(spark: SparkSession, lake: str, ds: date, model_uri: str, top_k: int, exclude_last: bool,
               warehouse_url: str, tracking_uri: str, before_commit: Callable[[], None] | None = None,
-              registry_uri: str = "") -> dict[str, Any]:
-    """Score every session of day ``ds`` and replace partition ``ds`` of the warehouse; the run record.
+              registry_uri: str = "",
+              max_session_events: int = Settings.crawler_max_events) -> dict[str, Any]:
+    """Score every session of day ``ds`` (on its most recent ``max_session_events`` events) and replace
+    partition ``ds`` of the warehouse; the run record.
 
     ``tracking_uri`` / ``registry_uri`` are the MLflow stores (the registry defaults to the tracking store).
     ``before_commit`` runs inside the warehouse transaction, just before the commit (see
@@ -117,11 +124,12 @@ def score_day(spark: SparkSession, lake: str, ds: date, model_uri: str, top_k: i
         model = resolve_model(model_uri, MlflowStore(tracking_uri, registry_uri), Path(scratch) / "model")
         vocabulary = read_vocabulary(model.local_dir / VOCABULARY_FILE)
         timer.lap("model")
-        sequences, stats = scoring_sequences(spark, layout, ds, vocabulary.item_ids)
+        sequences, stats = scoring_sequences(spark, layout, ds, vocabulary.item_ids, max_session_events)
         expected = expected_rows(stats["sessions"], len(vocabulary), top_k, exclude_last)
-        logger.info("%s: %d sessions, %d events (%d with an item unknown to the model), %d fallback sessions "
-                    "(%.1f s); scoring with %s version %s", ds, stats["sessions"], stats["events"],
-                    stats["unknown_items"], stats["fallback_sessions"], timer.lap("sessions"), model.name,
+        logger.info("%s: %d sessions, %d events (%d with an item unknown to the model), %d fallback sessions, "
+                    "%d sessions cut to their last %d events (%.1f s); scoring with %s version %s", ds,
+                    stats["sessions"], stats["events"], stats["unknown_items"], stats["fallback_sessions"],
+                    stats["truncated_sessions"], max_session_events, timer.lap("sessions"), model.name,
                     model.version)
         rows = with_run_columns(recommend(sequences, model, top_k, exclude_last), ds, model, generated_at)
         with staging_folder(spark, layout.staging("score", ds)) as staging:
@@ -133,9 +141,12 @@ def score_day(spark: SparkSession, lake: str, ds: date, model_uri: str, top_k: i
         loaded = target.replace_partition(ds, warehouse.read_rows(source), expected_rows=expected,
                                           before_commit=before_commit, source=output)
         timer.lap("warehouse")
+        health = health_figures(spark, layout, ds, stats, len(vocabulary), spark.read.parquet(output))
+        timer.lap("health")
     record = {
         "ds": ds.isoformat(), "model_uri": model_uri, "model_name": model.name, "model_version": model.version,
-        "top_k": top_k, "exclude_last_item": exclude_last, "vocabulary_size": len(vocabulary), **stats,
+        "top_k": top_k, "exclude_last_item": exclude_last, "vocabulary_size": len(vocabulary),
+        "max_session_events": max_session_events, **stats, **health,
         "rows_written": loaded, "expected_rows": expected, "output": output,
         "warehouse": redact(warehouse_url), "generated_at": generated_at.isoformat() + "Z",
         "phase_seconds": timer.seconds, "duration_seconds": timer.total(),
@@ -160,6 +171,9 @@ def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Names
                         help="duckdb:///abs/path.duckdb or postgresql://... (default: the settings' URL)")
     parser.add_argument("--include-last-item", action="store_true",
                         help="let a session's own last item be recommended (excluded by default)")
+    parser.add_argument("--max-session-events", type=int, default=settings.crawler_max_events,
+                        help="score each session on its most recent events only, at most this many "
+                             "(default: %(default)s)")
     add_master_argument(parser)
     return parser.parse_args(argv)
 
@@ -172,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         record = score_day(spark, args.lake, args.ds, args.model_uri, args.top_k,
                            exclude_last=settings.exclude_last_item and not args.include_last_item,
                            warehouse_url=args.warehouse, tracking_uri=settings.mlflow_tracking_uri,
-                           registry_uri=settings.mlflow_registry_uri)
+                           registry_uri=settings.mlflow_registry_uri, max_session_events=args.max_session_events)
     print(json.dumps(record, sort_keys=True))
     return 0
 

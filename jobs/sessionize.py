@@ -13,8 +13,10 @@ section 1), and replaces day D's outputs (written under ``LAKE/_staging/`` first
 
 Rules, in order: rows failing validation are quarantined (:mod:`jobs.raw_input`); exact duplicate events
 are dropped; sessions are cut (:func:`assign_sessions`); then consecutive repeats of an item within a
-session are collapsed unless ``keep_repeats``. The look-back is one day: a visitor active without a
-break of more than the gap for over 24 hours gets a new session id on the third day.
+session are collapsed unless ``keep_repeats``; finally sessions too long or too fast for a person are
+flagged ``crawler`` (:class:`CrawlerRules`, on the events written) and counted, not dropped: training
+sets leave them out and scoring reads only their most recent events. The look-back is one day: a visitor
+active without a break of more than the gap for over 24 hours gets a new session id on the third day.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from jobs.cli import add_master_argument, parse_day
+from jobs.day_sessions import CRAWLER
 from jobs.lake import midnight, replace_by_rename, require_micros_timestamps, staging_folder, write_text
 from jobs.raw_input import (
     EVENT_TIME,
@@ -60,7 +64,7 @@ from sessionrec.layout import Lake
 logger = logging.getLogger(__name__)
 
 POSITION = "position"
-OUTPUT_COLUMNS = (SESSION_ID, VISITOR_ID, POSITION, ITEM_ID, EVENT_TIME, EVENT_TYPE)
+OUTPUT_COLUMNS = (SESSION_ID, VISITOR_ID, POSITION, ITEM_ID, EVENT_TIME, EVENT_TYPE, CRAWLER)
 # Events of a session in this order; the trailing keys only make ties at the same instant deterministic.
 EVENT_ORDER = (EVENT_TIME, ITEM_ID, EVENT_TYPE, VISITOR_ID)
 DUPLICATES, REPEAT, ON_DAY = "_duplicates", "_repeat", "_on_day"
@@ -71,6 +75,36 @@ LENGTH_BUCKETS = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 10), (11, 20), (21
 
 
 # --- the rules ---
+
+@dataclass(frozen=True)
+class CrawlerRules:
+    """A session is a crawler's when it has more than ``max_events`` events, or at least
+    ``rate_min_events`` events at more than ``max_events_per_minute`` on average from its first event to
+    its last (a sustained rate: a person's short burst of fast clicks does not count)."""
+
+    max_events: int
+    max_events_per_minute: float
+    rate_min_events: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CrawlerRules:
+        return cls(settings.crawler_max_events, settings.crawler_max_events_per_minute,
+                   settings.crawler_rate_min_events)
+
+    def check(self) -> None:
+        if self.max_events < 1 or self.rate_min_events < 2 or self.max_events_per_minute <= 0:
+            raise ValueError(f"crawler rules need max_events >= 1, rate_min_events >= 2 and a positive "
+                             f"max_events_per_minute, got {self}")
+
+    def is_crawler(self, length: Column, span_seconds: Column) -> Column:
+        """The rule on a session's event count and the seconds between its first and last event."""
+        too_fast = (length >= self.rate_min_events) & (
+            (length - 1) * 60.0 > span_seconds * self.max_events_per_minute)
+        return (length > self.max_events) | too_fast
+
+
+DEFAULT_CRAWLER_RULES = CrawlerRules.from_settings(Settings())
+
 
 def cluster_by_owner(events: DataFrame) -> DataFrame:
     """Events with their owner (the source's session id when given, else the visitor), partitioned by it.
@@ -130,11 +164,19 @@ def _kept(keep_repeats: bool) -> Column:
     return F.col(ON_DAY) if keep_repeats else F.col(ON_DAY) & ~F.col(REPEAT)
 
 
-def session_rows(flagged: DataFrame, keep_repeats: bool) -> DataFrame:
-    """Day D's output: events of the sessions on D, repeats collapsed unless kept, 0-based positions."""
+def _span_seconds(first: Column, last: Column) -> Column:
+    return (F.unix_micros(last) - F.unix_micros(first)) / 1e6
+
+
+def session_rows(flagged: DataFrame, keep_repeats: bool, crawlers: CrawlerRules) -> DataFrame:
+    """Day D's output: events of the sessions on D, repeats collapsed unless kept, 0-based positions,
+    crawler sessions flagged."""
     kept = flagged.filter(_kept(keep_repeats))
-    in_order = Window.partitionBy(*OWNER_KEY, SESSION_ID).orderBy(*EVENT_ORDER)
+    by_session = Window.partitionBy(*OWNER_KEY, SESSION_ID)
+    in_order = by_session.orderBy(*EVENT_ORDER)
+    span = _span_seconds(F.min(EVENT_TIME).over(by_session), F.max(EVENT_TIME).over(by_session))
     return (kept.withColumn(POSITION, (F.row_number().over(in_order) - 1).cast("int"))
+            .withColumn(CRAWLER, crawlers.is_crawler(F.count(F.lit(1)).over(by_session), span))
             .select(*OUTPUT_COLUMNS))
 
 
@@ -168,22 +210,26 @@ def length_distribution(lengths: list[tuple[int, int]]) -> dict[str, Any]:
             "histogram": histogram}
 
 
-def session_stats(flagged: DataFrame, ds: dt.date, keep_repeats: bool) -> dict[str, Any]:
-    """Duplicates, repeats, sessions, events, items and session lengths, in two small aggregations.
+def session_stats(flagged: DataFrame, ds: dt.date, keep_repeats: bool, crawlers: CrawlerRules) -> dict[str, Any]:
+    """Duplicates, repeats, sessions, events, items, crawlers and session lengths, in two small aggregations.
 
     Per-session counts need no shuffle (``flagged`` is partitioned by owner); only the histogram of
     lengths and the distinct items are gathered.
     """
     kept, day_start = _kept(keep_repeats), F.lit(midnight(ds))
+    kept_time = F.when(kept, F.col(EVENT_TIME))
     per_session = flagged.groupBy(*OWNER_KEY, SESSION_ID).agg(
         F.sum(kept.cast("long")).alias("length"),
+        _span_seconds(F.min(kept_time), F.max(kept_time)).alias("span_s"),
         F.max((kept & (F.col(EVENT_TIME) < day_start)).cast("long")).alias("crossed"),
         F.sum((kept & (F.col(EVENT_TIME) >= day_start)).cast("long")).alias("on_day"),
         F.sum(DUPLICATES).alias("duplicates"),
         F.sum((F.col(ON_DAY) & F.col(REPEAT)).cast("long")).alias("repeats"))
-    histogram = (per_session.groupBy("length")
+    crawler = (F.col("length") > 0) & crawlers.is_crawler(F.col("length"), F.col("span_s"))
+    histogram = (per_session.withColumn("crawlers", crawler.cast("long")).groupBy("length")
                  .agg(F.count(F.lit(1)).alias("sessions"), *(F.sum(c).alias(c) for c in
-                                                              ("crossed", "on_day", "duplicates", "repeats")))
+                                                              ("crossed", "on_day", "duplicates", "repeats",
+                                                               "crawlers")))
                  .collect())
     items = flagged.filter(kept).agg(F.countDistinct(ITEM_ID)).first()[0]
     lengths = sorted((row["length"], row["sessions"]) for row in histogram if row["length"] > 0)
@@ -194,6 +240,8 @@ def session_stats(flagged: DataFrame, ds: dt.date, keep_repeats: bool) -> dict[s
             "sessions_from_previous_day": sum(row["crossed"] for row in histogram),
             "events": sum(length * n for length, n in lengths),
             "events_on_day": sum(row["on_day"] for row in histogram),
+            "crawler_sessions": sum(row["crawlers"] for row in histogram),
+            "crawler_events": sum(row["length"] * row["crawlers"] for row in histogram),
             "distinct_items": items, "session_length": length_distribution(lengths)}
 
 
@@ -215,7 +263,9 @@ def output_paths(lake: Lake, ds: dt.date) -> dict[str, str]:
 
 # --- the job ---
 
-def _check_arguments(spark: SparkSession, gap_minutes: int, max_quarantine_share: float) -> None:
+def _check_arguments(spark: SparkSession, gap_minutes: int, max_quarantine_share: float,
+                     crawlers: CrawlerRules) -> None:
+    crawlers.check()
     if gap_minutes <= 0:
         raise ValueError(f"gap_minutes must be positive, got {gap_minutes}")
     if not 0.0 <= max_quarantine_share <= 1.0:
@@ -228,9 +278,10 @@ def _check_arguments(spark: SparkSession, gap_minutes: int, max_quarantine_share
 
 
 def sessionize(spark: SparkSession, raw: str, lake: str, ds: dt.date, gap_minutes: int = 30,
-               keep_repeats: bool = False, max_quarantine_share: float = 0.05) -> dict[str, Any]:
+               keep_repeats: bool = False, max_quarantine_share: float = 0.05,
+               crawlers: CrawlerRules = DEFAULT_CRAWLER_RULES) -> dict[str, Any]:
     """Sessionize day ``ds`` from the landing zone ``raw`` into ``lake``; returns the stats written."""
-    _check_arguments(spark, gap_minutes, max_quarantine_share)
+    _check_arguments(spark, gap_minutes, max_quarantine_share, crawlers)
     started = time.monotonic()
     # Not cached: re-reading the input for the counts and the quarantine measured faster than caching it
     # (1M events, Parquet and CSV); the sessionized events are cached instead (see _write_outputs).
@@ -243,10 +294,11 @@ def sessionize(spark: SparkSession, raw: str, lake: str, ds: dt.date, gap_minute
                 sum(f.used for f in counts.lookback_files()))
     check_quarantine_share(counts, max_quarantine_share)
     stats = {"ds": ds.isoformat(), "raw": raw, "gap_minutes": gap_minutes, "keep_repeats": keep_repeats,
-             "max_quarantine_share": max_quarantine_share, **input_stats(counts)}
+             "max_quarantine_share": max_quarantine_share, "crawler_rules": asdict(crawlers),
+             **input_stats(counts)}
     paths = output_paths(layout, ds)
     with staging_folder(spark, layout.staging("sessionize", ds)) as staging:
-        stats.update(_write_outputs(spark, rows, ds, gap_minutes, keep_repeats, staging))
+        stats.update(_write_outputs(spark, rows, ds, gap_minutes, keep_repeats, crawlers, staging))
         stats["outputs"] = paths
         stats["elapsed_s"] = round(time.monotonic() - started, 3)
         write_text(spark, f"{staging}/stats.json", json.dumps(stats, indent=2) + "\n")
@@ -259,18 +311,19 @@ def sessionize(spark: SparkSession, raw: str, lake: str, ds: dt.date, gap_minute
 
 
 def _write_outputs(spark: SparkSession, rows: DataFrame, ds: dt.date, gap_minutes: int, keep_repeats: bool,
-                   staging: str) -> dict[str, Any]:
+                   crawlers: CrawlerRules, staging: str) -> dict[str, Any]:
     """Quarantine and sessions written under ``staging``; returns their counts."""
     flagged = sessions_of_events(used_events(rows, ds), ds, gap_minutes).persist()
     try:
         quarantine_rows(rows).write.parquet(f"{staging}/quarantine")
-        session_rows(flagged, keep_repeats).write.parquet(f"{staging}/sessions")
-        stats = session_stats(flagged, ds, keep_repeats)
+        session_rows(flagged, keep_repeats, crawlers).write.parquet(f"{staging}/sessions")
+        stats = session_stats(flagged, ds, keep_repeats, crawlers)
     finally:
         flagged.unpersist()
     logger.info("%d duplicates dropped, %d repeats collapsed; %d sessions (%d from the day before), %d events, "
-                "%d distinct items", stats["duplicates_dropped"], stats["repeats_collapsed"], stats["sessions"],
-                stats["sessions_from_previous_day"], stats["events"], stats["distinct_items"])
+                "%d distinct items; %d crawler sessions with %d events", stats["duplicates_dropped"],
+                stats["repeats_collapsed"], stats["sessions"], stats["sessions_from_previous_day"],
+                stats["events"], stats["distinct_items"], stats["crawler_sessions"], stats["crawler_events"])
     return stats
 
 
@@ -288,6 +341,13 @@ def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Names
                         help="keep consecutive repeats of an item within a session")
     parser.add_argument("--max-quarantine-share", type=float, default=settings.max_quarantine_share,
                         help="fail when a larger share of day D's rows is rejected (default: %(default)s)")
+    parser.add_argument("--crawler-max-events", type=int, default=settings.crawler_max_events,
+                        help="a session with more events is a crawler's (default: %(default)s)")
+    parser.add_argument("--crawler-max-events-per-minute", type=float,
+                        default=settings.crawler_max_events_per_minute,
+                        help="so is one faster than this on average over its events (default: %(default)s) ...")
+    parser.add_argument("--crawler-rate-min-events", type=int, default=settings.crawler_rate_min_events,
+                        help="... when it has at least this many (default: %(default)s)")
     add_master_argument(parser)
     return parser.parse_args(argv)
 
@@ -298,10 +358,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv, settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with job_session("sessionize", args.master, settings) as spark:
+        crawlers = CrawlerRules(args.crawler_max_events, args.crawler_max_events_per_minute,
+                                args.crawler_rate_min_events)
         stats = sessionize(spark, args.raw, args.lake, args.ds, gap_minutes=args.gap_minutes,
-                           keep_repeats=args.keep_repeats, max_quarantine_share=args.max_quarantine_share)
+                           keep_repeats=args.keep_repeats, max_quarantine_share=args.max_quarantine_share,
+                           crawlers=crawlers)
     print(f"sessionize {args.ds}: {stats['rows_read']} rows read, {stats['rows_quarantined']} quarantined, "
-          f"{stats['sessions']} sessions, {stats['events']} events -> {stats['outputs']['sessions']}")
+          f"{stats['sessions']} sessions, {stats['events']} events ({stats['crawler_sessions']} crawler "
+          f"sessions) -> {stats['outputs']['sessions']}")
     return 0
 
 

@@ -8,7 +8,8 @@ Reads ``sessions/ds=D'/`` for D' in D-N+1..D and writes ``training/ds=D/`` (docs
 and 3). The protocol follows the GRU4Rec authors' preprocessing:
 
 1. Window: a session stored on several days counts once, with its copy from the latest day (the longest).
-   Events at or after D+1 00:00 UTC lie outside the window and are dropped.
+   Events at or after D+1 00:00 UTC lie outside the window and are dropped, and so are sessions that
+   copy flags ``crawler`` (jobs/sessionize.py; a day written before the flag existed counts as none).
 2. Time split at D 00:00 UTC: ``test`` = sessions whose first event is on day D; ``train`` = sessions that
    start before D, cut at the split time (no event at or after it).
 3. ``train`` is filtered until stable: items with fewer than ``min_item_support`` events and sessions
@@ -22,10 +23,11 @@ and 3). The protocol follows the GRU4Rec authors' preprocessing:
 Item indexes come from ``train``: by descending event count, ties by item id, so reruns agree.
 
 ``stats.json`` holds the input days used and missing, rows per input day, the window's counts after
-de-duplication, the split times, ``filter_log`` (counts after each round; round 0 is the input) and
-``filter_rounds`` (rounds run, the last of which removed nothing), and per split its rows, sessions and
-items, with, where a split was restricted, the counts before, ``unknown_events_dropped`` (test, valid)
-and ``short_sessions_dropped``. It holds no wall-clock time, so a rerun writes identical files.
+de-duplication (crawler sessions included), ``crawlers_dropped`` (their rows and sessions), the split
+times, ``filter_log`` (counts after each round; round 0 is the input) and ``filter_rounds`` (rounds run,
+the last of which removed nothing), and per split its rows, sessions and items, with, where a split
+was restricted, the counts before, ``unknown_events_dropped`` (test, valid) and
+``short_sessions_dropped``. It holds no wall-clock time, so a rerun writes identical files.
 
 The output is written to a staging folder of the lake (``_staging/``) and swapped in by two renames (the
 old folder aside, the new one in), so readers never see a partial training set; for the instant between the renames the
@@ -53,10 +55,10 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.types import IntegerType, LongType, StringType, TimestampType
+from pyspark.sql.types import BooleanType, IntegerType, LongType, StringType, TimestampType
 
 from jobs.cli import add_master_argument, parse_day
-from jobs.day_sessions import read_sessions
+from jobs.day_sessions import CRAWLER, read_sessions
 from jobs.lake import exists, midnight, replace_by_rename, require_micros_timestamps, staging_folder, upload
 from jobs.spark import job_session
 from model.data import Vocabulary, write_vocabulary
@@ -93,7 +95,9 @@ def _iso(moment: datetime) -> str:
 
 def _read_day(spark: SparkSession, path: str, day: date) -> DataFrame:
     """One day's sessions, checked against the contract, with the day as a column."""
-    return read_sessions(spark, path, INPUT_COLUMNS).withColumn("day", F.lit(day))
+    frame = read_sessions(spark, path, INPUT_COLUMNS, optional={CRAWLER: (BooleanType,)})
+    crawler = F.coalesce(F.col(CRAWLER), F.lit(False))
+    return frame.select(*INPUT_COLUMNS, crawler.alias(CRAWLER)).withColumn("day", F.lit(day))
 
 
 def read_window(spark: SparkSession, lake: Lake, ds: date, days: int) -> tuple[DataFrame, list[date], list[date]]:
@@ -123,15 +127,20 @@ def _count_input(events: DataFrame, lake: Lake) -> dict[str, int]:
 
 
 def load_window(spark: SparkSession, lake: Lake, ds: date, days: int) -> tuple[DataFrame, dict[str, Any]]:
-    """Latest copy of every session in the window (checkpointed), and what the window held."""
+    """Latest copy of every session in the window that is not a crawler's (checkpointed), and what the
+    window held."""
     raw, used, missing = read_window(spark, lake, ds, days)
     rows_per_day = _count_input(raw, lake)
     events, latest = checkpoint(latest_copies(raw))
-    logger.info("window %s..%s: rows per day %s (missing days: %s); latest copies: %s",
-                used[0], ds, rows_per_day, [d.isoformat() for d in missing] or "none", latest)
-    return events, {"days": days, "input_days": [d.isoformat() for d in used],
-                    "missing_days": [d.isoformat() for d in missing], "input_rows_per_day": rows_per_day,
-                    "window": latest}
+    crawlers = events.filter(F.col(CRAWLER)).agg(
+        F.count(F.lit(1)).alias("rows"), F.countDistinct("session_id").alias("sessions")).first()
+    logger.info("window %s..%s: rows per day %s (missing days: %s); latest copies: %s, of which crawler "
+                "sessions (dropped): %d with %d events", used[0], ds, rows_per_day,
+                [d.isoformat() for d in missing] or "none", latest, crawlers["sessions"], crawlers["rows"])
+    return events.filter(~F.col(CRAWLER)).drop(CRAWLER), {
+        "days": days, "input_days": [d.isoformat() for d in used],
+        "missing_days": [d.isoformat() for d in missing], "input_rows_per_day": rows_per_day, "window": latest,
+        "crawlers_dropped": {"rows": crawlers["rows"], "sessions": crawlers["sessions"]}}
 
 
 def latest_copies(events: DataFrame) -> DataFrame:

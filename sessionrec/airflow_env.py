@@ -59,13 +59,16 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def airflow_env(settings: Settings, api_port: int = DEFAULT_API_PORT, retry_delay_s: int | None = None,
-                base: Mapping[str, str] | None = None) -> dict[str, str]:
+                base: Mapping[str, str] | None = None,
+                log_server_ports: tuple[int, int] | None = None) -> dict[str, str]:
     """The environment for every Airflow subprocess (CLI, ``dags test``, ``standalone``).
 
     Starts from ``base`` (default: this process's environment) so a user's own ``AIRFLOW__*`` settings
     still apply, except those that would break isolation (home, database, DAG folder), which are set here.
     ``retry_delay_s`` replaces Airflow's default wait of 300 s before a failed task is retried (the DAGs
-    leave the delay to the deployment); interactive runs use a short one.
+    leave the delay to the deployment); interactive runs use a short one. ``log_server_ports`` (worker,
+    triggerer) replace the log servers' fixed defaults (8793, 8794) for services started from here, so
+    they never collide with another Airflow on the same machine.
     """
     env = dict(os.environ if base is None else base)
     home = airflow_home(settings)
@@ -90,6 +93,9 @@ def airflow_env(settings: Settings, api_port: int = DEFAULT_API_PORT, retry_dela
     env.setdefault("AIRFLOW__CORE__PARALLELISM", str(PARALLELISM))
     if retry_delay_s is not None:
         env["AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY"] = str(retry_delay_s)
+    if log_server_ports is not None:
+        env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(log_server_ports[0])
+        env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] = str(log_server_ports[1])
     return env
 
 

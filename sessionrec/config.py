@@ -88,6 +88,22 @@ class Settings:
     gpu_queue: str = "gpu"
     gpu_pool: str = "gpu"
     nightly_cron: str = "30 2 * * *"
+    # Failure notifications (dags/dag_support/notify.py): "log", "smtp" or "webhook"; the Airflow
+    # connection they use (smtp: an SMTP connection, empty means smtp_default; webhook: an HTTP
+    # connection holding the chat's incoming-webhook URL) and, for smtp, the comma-separated recipients.
+    notifier: str = "log"
+    notify_conn_id: str = ""
+    notify_to: str = ""
+    # Crawler sessions (jobs/sessionize.py): more than crawler_max_events events, or at least
+    # crawler_rate_min_events events at more than crawler_max_events_per_minute on average over the
+    # session. Flagged, left out of training sets; scoring reads every session's last crawler_max_events.
+    crawler_max_events: int = 200
+    crawler_max_events_per_minute: float = 30.0
+    crawler_rate_min_events: int = 20
+    # Health of a night's scoring (gru4rec_score's check): the largest share of sessions that may be served
+    # the most-popular fallback, and the largest drop of the day's sessions against the previous days' mean.
+    max_fallback_share: float = 0.2
+    max_session_drop: float = 0.5
 
     def __post_init__(self) -> None:
         home = Path(self.home)

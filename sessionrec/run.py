@@ -85,13 +85,14 @@ def generate_demo_data(settings: Settings, end_day: date, days: int, events: int
 
 def sessionize_days(settings: Settings, days: Sequence[date]) -> None:
     """Sessionize ``days`` with the job's function in one local Spark session."""
-    from jobs.sessionize import sessionize
+    from jobs.sessionize import CrawlerRules, sessionize
     from jobs.spark import job_session
 
     with job_session("make-run-sessionize", settings.spark_master, settings) as spark:
         for day in days:
             stats = sessionize(spark, settings.raw, settings.lake, day, gap_minutes=settings.gap_minutes,
-                               max_quarantine_share=settings.max_quarantine_share)
+                               max_quarantine_share=settings.max_quarantine_share,
+                               crawlers=CrawlerRules.from_settings(settings))
             log.info("sessionized %s: %d sessions", day, stats["sessions"])
 
 

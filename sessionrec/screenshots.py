@@ -1,9 +1,10 @@
 """Screenshots of the Airflow UI after ``make run``: the DAG list and the latest successful run of each DAG.
 
-    python -m sessionrec.screenshots [--out var/screenshots] [--port 8793]
+    python -m sessionrec.screenshots [--out var/screenshots] [--port PORT]
 
 Needs headless Chromium (Debian: ``apt-get install chromium``). Starts a private ``airflow standalone``
-on 127.0.0.1 with the login switched off (``SIMPLE_AUTH_MANAGER_ALL_ADMINS``, for this instance only),
+on 127.0.0.1 (on a free port chosen at run time unless ``--port`` names one; its log servers on free
+ports too) with the login switched off (``SIMPLE_AUTH_MANAGER_ALL_ADMINS``, for this instance only),
 asks the REST API for the runs, captures each page with ``chromium --headless --screenshot`` and stops
 Airflow again. Refuses to run while ``make ui`` uses the same Airflow home.
 """
@@ -58,14 +59,14 @@ def latest_successful_run(base: str, dag_id: str) -> str | None:
     return runs[0]["dag_run_id"] if runs else None
 
 
-def take_screenshots(settings: Settings, out: Path, port: int) -> list[Path]:
+def take_screenshots(settings: Settings, out: Path, port: int | None = None) -> list[Path]:
     if (pid := airflow_env.services_running(settings)) is not None:
         raise RuntimeError(f"`make ui` runs on this Airflow home (pid {pid}); stop it first")
     browser = chromium_binary()
     out.mkdir(parents=True, exist_ok=True)
-    env = {**airflow_env.airflow_env(settings, api_port=port), "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True"}
-    base = f"http://127.0.0.1:{port}"
-    with Services(settings, airflow_port=port, mlflow_port=None, env=env):
+    no_login = {"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True"}
+    with Services(settings, airflow_port=port, mlflow=False, extra_env=no_login) as services:
+        base = f"http://127.0.0.1:{services.airflow_port}"
         shots = [capture(browser, f"{base}/dags", out / "airflow-dags.png")]
         for dag_id in DAG_IDS:
             run_id = latest_successful_run(base, dag_id)
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     parser = argparse.ArgumentParser(prog="sessionrec.screenshots", description=__doc__.split("\n", 1)[0])
     parser.add_argument("--out", type=Path, default=settings.home / "screenshots")
-    parser.add_argument("--port", type=int, default=8793)
+    parser.add_argument("--port", type=int, default=None,
+                        help="port of the private Airflow API server (default: a free port)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for path in take_screenshots(settings, args.out, args.port):

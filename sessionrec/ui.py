@@ -1,10 +1,15 @@
 """``make ui``: Airflow and MLflow on localhost, against the same stores as ``make run``, until Ctrl-C.
 
-    python -m sessionrec.ui [--airflow-port 8080] [--mlflow-port 5000]
+    python -m sessionrec.ui [--airflow-port PORT] [--mlflow-port PORT]
 
 Airflow runs as ``airflow standalone`` (api-server, scheduler, dag-processor, triggerer; LocalExecutor
 with 4 slots) in the project's own Airflow home; MLflow as ``mlflow server`` on the tracking store and
 artifact root of the settings. Output goes to log files; the console shows the URLs and the login.
+
+Ports are chosen when the servers start, so nothing collides with another server on the machine: the
+UIs take 8080 and 5000 when those are free and a free port otherwise (a port given on the command line
+must be free); Airflow's worker and triggerer log servers, which default to the fixed 8793 and 8794,
+always get free ports.
 
 Stopping: ``airflow standalone`` shuts its components down cleanly only on SIGINT (SIGTERM leaves
 dozens of processes behind), and a process started in the background inherits SIGINT *ignored*. So both
@@ -46,8 +51,45 @@ def _restore_sigint() -> None:
 
 
 def port_free(port: int) -> bool:
+    """Nothing listens on ``port`` of 127.0.0.1: a server could bind it now (as the servers do, with
+    ``SO_REUSEADDR``, so connections of an earlier server still closing do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports of 127.0.0.1 that are free now, chosen by the kernel."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def choose_ports(wanted: Sequence[tuple[int | None, int | None]]) -> list[int]:
+    """One distinct port per ``(requested, preferred)`` pair: the requested port (it must be free), else
+    the preferred one when free, else a free port chosen by the kernel."""
+    spare = free_ports(len(wanted))
+    chosen: list[int] = []
+    for requested, preferred in wanted:
+        if requested is not None:
+            if requested in chosen or not port_free(requested):
+                raise RuntimeError(f"port {requested} on 127.0.0.1 is in use: stop what listens there, "
+                                   "pick another port or leave the choice to the program")
+            chosen.append(requested)
+        elif preferred is not None and preferred not in chosen and port_free(preferred):
+            chosen.append(preferred)
+        else:
+            chosen.append(next(port for port in spare if port not in chosen))
+    return chosen
 
 
 def http_json(url: str, timeout: float = 5.0) -> object:
@@ -129,36 +171,56 @@ def mlflow_command(settings: Settings, port: int) -> list[str]:
 
 
 class Services:
-    """Airflow standalone and (optionally) the MLflow server, as a context manager that stops both."""
+    """Airflow standalone and (optionally) the MLflow server, as a context manager that stops both.
 
-    def __init__(self, settings: Settings, airflow_port: int = airflow_env.DEFAULT_API_PORT,
-                 mlflow_port: int | None = DEFAULT_MLFLOW_PORT, env: Mapping[str, str] | None = None) -> None:
+    A port left as ``None`` is chosen when :meth:`start` runs (a free one, or the preferred one when
+    free); ``airflow_port`` / ``mlflow_port`` hold the ports in use once started. ``extra_env`` is added
+    to the Airflow environment of :mod:`sessionrec.airflow_env`.
+    """
+
+    def __init__(self, settings: Settings, airflow_port: int | None = None, mlflow_port: int | None = None,
+                 mlflow: bool = True, preferred_ports: tuple[int | None, int | None] = (None, None),
+                 extra_env: Mapping[str, str] | None = None) -> None:
         self.settings = settings
-        self.airflow_port = airflow_port
-        self.mlflow_port = mlflow_port
-        self.env = dict(env) if env is not None else airflow_env.airflow_env(settings, api_port=airflow_port)
+        self.airflow_port: int | None = airflow_port
+        self.mlflow_port: int | None = mlflow_port
+        self.mlflow = mlflow
+        self.preferred_ports = preferred_ports
+        self.extra_env = dict(extra_env or {})
+        self.env: dict[str, str] = {}
         self.home = airflow_env.airflow_home(settings)
         self.servers: list[Server] = []
 
+    def _choose_ports(self) -> None:
+        preferred_airflow, preferred_mlflow = self.preferred_ports
+        wanted = [(self.airflow_port, preferred_airflow), (None, None), (None, None)]
+        if self.mlflow:
+            wanted.append((self.mlflow_port, preferred_mlflow))
+        self.airflow_port, worker_logs, trigger_logs, *mlflow = choose_ports(wanted)
+        self.mlflow_port = mlflow[0] if mlflow else None
+        self.env = {**airflow_env.airflow_env(self.settings, api_port=self.airflow_port,
+                                              log_server_ports=(worker_logs, trigger_logs)),
+                    **self.extra_env}
+
     def start(self, timeout_s: float = 180.0) -> None:
-        """Start the servers and wait until they are healthy; on failure stop what started and raise."""
-        for port in (self.airflow_port, self.mlflow_port):
-            if port is not None and not port_free(port):
-                raise RuntimeError(f"port {port} on 127.0.0.1 is in use: stop what listens there or pick "
-                                   "another port (--airflow-port / --mlflow-port)")
+        """Choose the ports, start the servers and wait until they are healthy; on failure stop what
+        started and raise."""
+        self._choose_ports()
         airflow_env.prepare(self.settings, self.env)
         (self.home / airflow_env.SERVICES_PID_FILE).write_text(str(os.getpid()))
         try:
+            airflow_port = self.airflow_port
             self.servers.append(start_server(
                 "airflow standalone", airflow_env.airflow_command(["standalone"]), self.env,
-                self.home / "standalone.log", f"http://localhost:{self.airflow_port}",
-                lambda: airflow_healthy(self.airflow_port)))
+                self.home / "standalone.log", f"http://localhost:{airflow_port}",
+                lambda: airflow_healthy(airflow_port)))
             if self.mlflow_port is not None:
+                mlflow_port = self.mlflow_port
                 mlflow_env = {**self.env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
                 self.servers.append(start_server(
-                    "mlflow server", mlflow_command(self.settings, self.mlflow_port), mlflow_env,
-                    self.settings.home / "mlflow" / "server.log", f"http://localhost:{self.mlflow_port}",
-                    lambda: mlflow_healthy(self.mlflow_port)))
+                    "mlflow server", mlflow_command(self.settings, mlflow_port), mlflow_env,
+                    self.settings.home / "mlflow" / "server.log", f"http://localhost:{mlflow_port}",
+                    lambda: mlflow_healthy(mlflow_port)))
             self.wait_healthy(timeout_s)
         except BaseException:
             self.stop()
@@ -210,19 +272,22 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sessionrec.ui", description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--airflow-port", type=int, default=airflow_env.DEFAULT_API_PORT)
-    parser.add_argument("--mlflow-port", type=int, default=DEFAULT_MLFLOW_PORT)
+    parser.add_argument("--airflow-port", type=int, default=None,
+                        help=f"default: {airflow_env.DEFAULT_API_PORT} when free, otherwise a free port")
+    parser.add_argument("--mlflow-port", type=int, default=None,
+                        help=f"default: {DEFAULT_MLFLOW_PORT} when free, otherwise a free port")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
-    services = Services(load_settings(), args.airflow_port, args.mlflow_port)
+    services = Services(load_settings(), args.airflow_port, args.mlflow_port,
+                        preferred_ports=(airflow_env.DEFAULT_API_PORT, DEFAULT_MLFLOW_PORT))
     print("Starting Airflow and MLflow (about 30 s)...", flush=True)
     try:
         services.start()
-        print(f"\nAirflow: http://localhost:{args.airflow_port}   user admin, password "
+        print(f"\nAirflow: http://localhost:{services.airflow_port}   user admin, password "
               f"{services.admin_password()}   (DAGs start paused: switch one on to let the schedule and "
               "asset triggers run it)")
-        print(f"MLflow:  http://localhost:{args.mlflow_port}")
+        print(f"MLflow:  http://localhost:{services.mlflow_port}")
         print(f"Logs:    {', '.join(str(server.log_file) for server in services.servers)}")
         print("Press Ctrl-C to stop both.", flush=True)
         while True:

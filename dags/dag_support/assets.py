@@ -1,9 +1,12 @@
 """The assets the DAGs produce and schedule on. Every asset event carries the day in ``extra["ds"]``.
 
 - sessions: a day of ``sessions/ds=D`` passed its checks (``clickstream_sessionize``);
-  consumers: ``gru4rec_train``.
+  consumers: ``gru4rec_train`` and ``gru4rec_score`` (every night is scored with the champion of the
+  moment, whether or not that night's training succeeds).
 - model: the promotion gate decided on a new version of the registered model (``gru4rec_train``);
-  extra also holds ``version``, ``promoted`` and ``champion_version``; consumers: ``gru4rec_score``.
+  extra also holds ``version``, ``promoted`` and ``champion_version``; a record of every decision.
+- champion: the gate moved ``@champion`` to a new version, trained for day D (``gru4rec_train``); extra
+  also holds ``version``; consumers: ``gru4rec_score``, which re-scores D with it.
 - recommendations: partition D of the warehouse table passed its checks (``gru4rec_score``).
 """
 
@@ -31,6 +34,11 @@ def sessions_asset(settings: Settings) -> Asset:
 
 def model_asset(settings: Settings) -> Asset:
     return Asset(name=f"{settings.model_name}_model", uri=f"models:/{settings.model_name}", group=GROUP)
+
+
+def champion_asset(settings: Settings) -> Asset:
+    return Asset(name=f"{settings.model_name}_champion", uri=f"models:/{settings.model_name}@champion",
+                 group=GROUP)
 
 
 def recommendations_asset() -> Asset:

@@ -84,3 +84,51 @@ def check_recommendations(partition: Any, run_record: Mapping[str, Any], source:
             f"first: session {example['session_id']!r} with {example['rank_count']} rows, ranks "
             f"{example['rank_min']}..{example['rank_max']}, {example['item_id_count_distinct']} distinct items")
     return {"rows": partition.num_rows, "sessions": sessions, "k": per_session}
+
+
+def _share(stats: Mapping[str, Any], key: str, source: str) -> float | None:
+    value = stats.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise DataCheckError(f"{source}: expected a number or null {key!r}, got {value!r}")
+    return value
+
+
+def check_health(partition: Any, run_record: Mapping[str, Any], max_fallback_share: float,
+                 max_session_drop: float, source: str) -> dict[str, Any]:
+    """What partition D serves is healthy: few fallback sessions and no collapse of the session count.
+
+    ``partition`` is the warehouse partition (a ``pyarrow.Table`` with ``session_id``, ``item_id`` and
+    ``fallback``), ``run_record`` the scoring run's record (jobs/score_health.py's figures). The fallback
+    share and the catalogue coverage are measured on the partition itself. Fails naming every figure
+    beyond its limit, with its value and the limit; returns the figures otherwise.
+    """
+    import pyarrow.compute as pc
+
+    sessions = pc.count_distinct(partition.column("session_id")).as_py()
+    fallback_sessions = pc.count_distinct(partition.filter(partition.column("fallback")).column("session_id")).as_py()
+    vocabulary = _count(run_record, "vocabulary_size", source)
+    recommended = pc.count_distinct(partition.column("item_id")).as_py()
+    figures = {
+        "fallback_share": round(fallback_sessions / sessions, 6) if sessions else None,
+        "fallback_sessions": fallback_sessions,
+        "unknown_event_share": _share(run_record, "unknown_event_share", source),
+        "catalogue_coverage": round(recommended / vocabulary, 6) if vocabulary else None,
+        "session_count_change": _share(run_record, "session_count_change", source),
+        "previous_sessions_mean": _share(run_record, "previous_sessions_mean", source),
+    }
+    problems = []
+    if figures["fallback_share"] is not None and figures["fallback_share"] > max_fallback_share:
+        problems.append(
+            f"fallback_share {figures['fallback_share']:.3f} is above the limit {max_fallback_share:.3f} "
+            f"(max_fallback_share): {fallback_sessions} of {sessions} sessions got the most-popular fallback "
+            f"because the model knows none of their items (unknown_event_share "
+            f"{figures['unknown_event_share']}); is the champion trained on this catalogue?")
+    change = figures["session_count_change"]
+    if change is not None and -change > max_session_drop:
+        problems.append(
+            f"session_count_change {change:+.3f} is a drop of more than {max_session_drop:.3f} "
+            f"(max_session_drop): {sessions} sessions against a mean of {figures['previous_sessions_mean']} "
+            f"over the previous days {run_record.get('previous_sessions')}")
+    if problems:
+        raise DataCheckError(f"{source}: " + "; ".join(problems))
+    return figures

@@ -25,6 +25,7 @@ DATA = "Data"
 TRAINING = "Training"
 PROMOTION = "Promotion"
 SCORING = "Scoring"
+HEALTH = "Health checks"
 
 
 def day_param() -> Param:
@@ -93,7 +94,7 @@ def training_overrides(params: dict) -> dict[str, dict[str, object]]:
 
 
 def scoring_params(settings: Settings) -> dict[str, Param]:
-    """Params of ``gru4rec_score``: the day, how many recommendations, which model."""
+    """Params of ``gru4rec_score``: the day, how many recommendations, which model, the health limits."""
     return {
         "ds": day_param(),
         "top_k": Param(
@@ -103,4 +104,12 @@ def scoring_params(settings: Settings) -> dict[str, Param]:
             "champion", type="string", pattern=MODEL_REFERENCE_PATTERN, title="Model version or alias",
             description=f"A version number or an alias of the registered model {settings.model_name!r} "
                         "(champion by default).", section=SCORING),
+        "max_fallback_share": Param(
+            settings.max_fallback_share, type="number", minimum=0, maximum=1, title="Largest fallback share",
+            description="The check fails when a larger share of the day's sessions got the most-popular "
+                        "fallback (the model knows none of their items).", section=HEALTH),
+        "max_session_drop": Param(
+            settings.max_session_drop, type="number", minimum=0, maximum=1, title="Largest drop in sessions",
+            description="The check fails when the day has fewer sessions than the mean of the previous "
+                        "days' scoring runs by more than this share.", section=HEALTH),
     }

@@ -34,10 +34,10 @@ class PipelineRun:
 
 
 def sessionize_in_process(spark: object, settings: Settings, day: date) -> None:
-    from jobs.sessionize import sessionize
+    from jobs.sessionize import CrawlerRules, sessionize
 
     sessionize(spark, settings.raw, settings.lake, day, gap_minutes=settings.gap_minutes,
-               max_quarantine_share=settings.max_quarantine_share)
+               max_quarantine_share=settings.max_quarantine_share, crawlers=CrawlerRules.from_settings(settings))
 
 
 def run_pipeline(settings: Settings, spark: object) -> PipelineRun:

@@ -38,6 +38,7 @@ def describe_task(task: Any) -> dict[str, Any]:
         "application": getattr(task, "application", None),
         "application_args": [str(arg) for arg in getattr(task, "application_args", None) or []],
         "filepath": getattr(task, "filepath", None),
+        "failure_callbacks": [type(callback).__name__ for callback in task.on_failure_callback or []],
     }
 
 
@@ -47,6 +48,7 @@ def describe_schedule(dag: Any, serialized: Any) -> dict[str, Any]:
         "timetable": type(dag.timetable).__name__,
         "summary": serialized.timetable.summary,
         "assets": sorted(asset.name for _, asset in assets.iter_assets()) if assets is not None else [],
+        "condition": type(assets).__name__ if assets is not None else None,
     }
 
 

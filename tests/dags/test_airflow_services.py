@@ -2,8 +2,9 @@
 trigger, exactly as the trigger button of the UI does, and refuse bad Params with a 400.
 
 ``gru4rec_train`` is triggered through ``POST /api/v2/dags/<id>/dagRuns`` with its Params as ``conf``;
-its gate updates the model asset, on which the scheduler starts ``gru4rec_score`` by itself: an
-asset-triggered run without a logical date or conf that must take its day from the asset event. It
+its gate promotes the model and updates the champion asset, on which the scheduler starts
+``gru4rec_score`` by itself: an asset-triggered run without a logical date or conf that must take its
+day from the asset event. It
 rescores the day the dag.test runs already scored, so the warehouse partition must be replaced, not
 grown. The services use an Airflow home of their own on the lake, MLflow store and warehouse of
 tests/dags/test_pipeline_runs.py.
@@ -18,24 +19,25 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from dag_test_support import DAYS, PipelineRun
 
-from sessionrec.ui import Services
+from sessionrec.ui import Services, port_free
 
 pytestmark = pytest.mark.slow
 
 RUN_TIMEOUT_S = 420.0
-TRAINING_CONF = {"training_days": DAYS, "epochs": 1, "hidden_size": 16, "batch_size": 16, "n_sample": 32}
+# Promoted for sure: the champion asset event (only a promotion emits one) is what starts the scoring.
+TRAINING_CONF = {"training_days": DAYS, "epochs": 1, "hidden_size": 16, "batch_size": 16, "n_sample": 32,
+                 "force_promote": True}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# The worker and triggerer log servers' defaults (8793 collided with the API server of `make screenshots`).
+AIRFLOW_DEFAULT_LOG_PORTS = (8793, 8794)
 
 
 class Api:
@@ -87,14 +89,31 @@ class Api:
         return f"{dag_id} {run_id}: " + ", ".join(f"{ti['task_id']}={ti['state']}" for ti in instances)
 
 
+@contextmanager
+def occupied(ports: tuple[int, ...]) -> Iterator[None]:
+    """Listen on those of ``ports`` that are free (a fresh machine's state is that they are)."""
+    with ExitStack() as stack:
+        for port in ports:
+            if port_free(port):
+                server = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                server.bind(("127.0.0.1", port))
+                server.listen()
+        yield
+
+
 @pytest.fixture(scope="module")
 def api(pipeline_run: PipelineRun, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """The services on ports chosen at start, while Airflow's default log-server ports are taken (as by a
+    second ``airflow standalone`` on the machine)."""
     settings = pipeline_run.settings.replace(home=tmp_path_factory.mktemp("services") / "var")
-    port = free_port()
-    services = Services(settings, airflow_port=port, mlflow_port=None)
-    services.start(timeout_s=240)
+    services = Services(settings, mlflow=False)
+    with occupied(AIRFLOW_DEFAULT_LOG_PORTS):
+        services.start(timeout_s=240)
     try:
-        client = Api(f"http://127.0.0.1:{port}", services.admin_password())
+        log_ports = [int(services.env[f"AIRFLOW__LOGGING__{name}_LOG_SERVER_PORT"]) for name in ("WORKER", "TRIGGER")]
+        assert not set(log_ports) & {*AIRFLOW_DEFAULT_LOG_PORTS, services.airflow_port}
+        assert not any(port_free(port) for port in log_ports)  # both log servers listen where they were told
+        client = Api(f"http://127.0.0.1:{services.airflow_port}", services.admin_password())
         client.wait_for_dags({"clickstream_sessionize", "gru4rec_train", "gru4rec_score"})
         yield client
     finally:
@@ -123,7 +142,7 @@ def test_the_trigger_form_gets_titles_types_and_choices(api: Api) -> None:
     assert params["epochs"]["schema"]["title"] == "Epochs" and params["epochs"]["schema"]["type"] == "integer"
 
 
-def test_a_triggered_training_run_rescores_its_day_through_the_model_asset(
+def test_a_promoting_training_run_rescores_its_day_through_the_champion_asset(
         api: Api, pipeline_run: PipelineRun) -> None:
     from jobs.warehouse import connect
 

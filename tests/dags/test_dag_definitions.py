@@ -48,7 +48,9 @@ BAD_CONFS: dict[str, list[tuple[dict[str, Any], str]]] = {
     "gru4rec_score": [({"top_k": 0}, "less than the minimum of 1"),
                       ({"model": "models:/gru4rec@champion"}, "does not match"),
                       ({"model": "0"}, "does not match"),
-                      ({"ds": "tomorrow"}, "is not a 'date'")],
+                      ({"ds": "tomorrow"}, "is not a 'date'"),
+                      ({"max_fallback_share": 1.5}, "greater than the maximum of 1"),
+                      ({"max_session_drop": -0.1}, "less than the minimum of 0")],
 }
 
 
@@ -91,6 +93,12 @@ def test_every_task_but_the_sensor_has_an_execution_timeout(report: dict[str, An
                 assert task["execution_timeout_s"], (dag_id, task_id)
 
 
+def test_every_task_notifies_when_it_fails_for_good(report: dict[str, Any]) -> None:
+    for dag_id in DAG_IDS:
+        for task_id, task in tasks(report, dag_id).items():
+            assert task["failure_callbacks"] == ["LogNotifier"], (dag_id, task_id)  # the default kind
+
+
 def test_every_param_has_a_title_and_a_type(report: dict[str, Any]) -> None:
     for dag_id, dag in report["dags"].items():
         for name, schema in dag["params"].items():
@@ -130,6 +138,9 @@ def test_training_follows_the_sessions_asset_on_the_gpu_pool_and_queue(
     assert train["upstream"] == ["build_training_set", "resolve_day"]
     assert steps["register"]["upstream"] == ["resolve_day", "train"]
     assert steps["gate"]["outlets"] == [f"{dag_settings.model_name}_model"]
+    announce = steps["announce_champion"]  # skipped unless the gate promoted: no champion event then
+    assert announce["outlets"] == [f"{dag_settings.model_name}_champion"]
+    assert announce["upstream"] == ["gate", "resolve_day"]
     for other in ("resolve_day", "build_training_set", "register", "gate"):
         assert steps[other]["pool"] != dag_settings.gpu_pool, other
 
@@ -146,9 +157,11 @@ def test_the_search_is_manual_by_default_and_maps_its_workers_on_the_gpu_pool_an
     assert dag["param_defaults"]["trials"] == dag_settings.tune_trials
 
 
-def test_scoring_follows_the_model_asset_and_checks_the_warehouse(
+def test_scoring_follows_new_sessions_or_a_new_champion_and_checks_the_warehouse(
         report: dict[str, Any], dag_settings: Settings) -> None:
-    assert report["dags"]["gru4rec_score"]["schedule"]["assets"] == [f"{dag_settings.model_name}_model"]
+    schedule = report["dags"]["gru4rec_score"]["schedule"]
+    assert schedule["assets"] == ["clickstream_sessions", f"{dag_settings.model_name}_champion"]
+    assert schedule["condition"] == "SerializedAssetAny"  # either one: scoring never waits for training
     steps = tasks(report, "gru4rec_score")
     assert steps["score"]["upstream"] == ["resolve_day", "resolve_model"]
     assert Path(steps["score"]["application"]).is_file()
@@ -165,7 +178,8 @@ def test_training_form_defaults_are_the_settings_and_the_default_preset(
                         "batch_size": preset["batch_size"], "learning_rate": preset["learning_rate"],
                         "n_sample": preset["n_sample"], "force_promote": False}
     assert report["dags"]["gru4rec_score"]["param_defaults"] == {
-        "ds": None, "top_k": dag_settings.top_k, "model": "champion"}
+        "ds": None, "top_k": dag_settings.top_k, "model": "champion", "max_fallback_share": 0.2,
+        "max_session_drop": 0.5}
 
 
 def test_the_loss_choices_are_the_losses_the_model_implements(report: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pyarrow as pa
 import pytest
-from dag_support.checks import DataCheckError, check_recommendations, check_session_stats
+from dag_support.checks import DataCheckError, check_health, check_recommendations, check_session_stats
 from dag_support.days import asset_event_days, day_of_run
 from dag_support.lake import read_json
 
@@ -143,6 +143,41 @@ def test_null_scores_fail() -> None:
 def test_a_run_record_without_sessions_fails() -> None:
     with pytest.raises(DataCheckError, match="recorded no sessions"):
         check_recommendations(partition(0, 0), {"sessions": 0, "expected_rows": 0}, "wh")
+
+
+# --- the health of what the partition serves ---
+
+def served(fallbacks: int, sessions: int = 4, k: int = 2) -> pa.Table:
+    """``sessions`` sessions, the first ``fallbacks`` of them served the fallback."""
+    return pa.Table.from_pylist([{"session_id": f"s{s}", "item_id": f"i{s + r}", "fallback": s < fallbacks}
+                                 for s in range(sessions) for r in range(k)])
+
+
+def health_record(change: float | None = 0.1, mean: float | None = 4.0) -> dict:
+    return {"vocabulary_size": 10, "unknown_event_share": 0.05, "session_count_change": change,
+            "previous_sessions_mean": mean, "previous_sessions": {"2026-11-20": 4}}
+
+
+def test_a_healthy_partition_reports_its_figures() -> None:
+    assert check_health(served(0), health_record(), 0.2, 0.5, "wh") == {
+        "fallback_share": 0.0, "fallback_sessions": 0, "unknown_event_share": 0.05, "catalogue_coverage": 0.5,
+        "session_count_change": 0.1, "previous_sessions_mean": 4.0}
+    assert check_health(served(1), health_record(None, None), 0.25, 0.5, "wh")["fallback_share"] == 0.25
+
+
+def test_too_many_fallback_sessions_fail_naming_the_figure_value_and_limit() -> None:
+    with pytest.raises(DataCheckError, match=r"wh: fallback_share 0\.750 is above the limit 0\.200 "
+                                             r"\(max_fallback_share\): 3 of 4 sessions"):
+        check_health(served(3), health_record(), 0.2, 0.5, "wh")
+
+
+def test_a_collapse_of_the_session_count_fails_and_every_failing_figure_is_named() -> None:
+    with pytest.raises(DataCheckError, match=r"session_count_change -0\.600 is a drop of more than 0\.500 "
+                                             r"\(max_session_drop\): 4 sessions against a mean of 10\.0"):
+        check_health(served(0), health_record(-0.6, 10.0), 0.2, 0.5, "wh")
+    with pytest.raises(DataCheckError, match="fallback_share 1.000 .*; session_count_change -0.600"):
+        check_health(served(4), health_record(-0.6, 10.0), 0.2, 0.5, "wh")
+    check_health(served(0), health_record(-0.5, 8.0), 0.2, 0.5, "wh")  # the limit itself passes
 
 
 # --- reading the jobs' JSON from the lake ---

@@ -1,17 +1,23 @@
 """The pieces of ``make run`` / ``make ui`` that need no Airflow process: the isolated environment, the
-bootstrap objects, which days a run works on, and the guard against a second scheduler."""
+bootstrap objects, which days a run works on, the guard against a second scheduler and the choice of
+ports."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
+
+import pytest
 
 from sessionrec import airflow_env
 from sessionrec.config import Settings, load_settings
 from sessionrec.run import Timings, landing_days, plan_days
+from sessionrec.ui import choose_ports, free_ports, port_free
 
 
 def test_settings_travel_to_subprocesses_unchanged(settings: Settings) -> None:
@@ -35,6 +41,10 @@ def test_airflow_env_isolates_home_database_and_dag_folder(settings: Settings) -
     quick = airflow_env.airflow_env(settings, retry_delay_s=10, base={})
     assert quick["AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY"] == "10"
     assert airflow_env.airflow_env(settings, base={})["AIRFLOW__CORE__PARALLELISM"] == "4"
+    assert "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT" not in quick  # `dags test` starts no log server
+    served = airflow_env.airflow_env(settings, base={}, log_server_ports=(41001, 41002))
+    assert served["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] == "41001"
+    assert served["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] == "41002"
 
 
 def test_bootstrap_objects_follow_the_settings(settings: Settings) -> None:
@@ -89,3 +99,29 @@ def test_timings_add_up_stages_in_order() -> None:
             pass
     assert list(timings.stages) == ["b", "a"]
     assert timings.table().splitlines()[-1].split()[0] == "total"
+
+
+@pytest.fixture
+def listening() -> Iterator[int]:
+    """A port of 127.0.0.1 that a server listens on for the test."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        yield server.getsockname()[1]
+
+
+def test_a_busy_preferred_port_is_replaced_by_a_free_one(listening: int) -> None:
+    assert not port_free(listening)
+    airflow, logs, mlflow = choose_ports([(None, listening), (None, None), (None, listening)])
+    assert len({airflow, logs, mlflow, listening}) == 4
+    assert all(port_free(port) for port in (airflow, logs, mlflow))
+
+
+def test_a_free_preferred_port_is_kept_and_a_busy_requested_port_is_refused(listening: int) -> None:
+    (free,) = free_ports(1)
+    assert choose_ports([(None, free), (None, None)])[0] == free
+    assert choose_ports([(free, None)]) == [free]
+    with pytest.raises(RuntimeError, match=f"port {listening} on 127.0.0.1 is in use"):
+        choose_ports([(listening, None)])
+    with pytest.raises(RuntimeError, match=f"port {free} on 127.0.0.1 is in use"):
+        choose_ports([(free, None), (free, None)])

@@ -130,6 +130,17 @@ def test_run_record_counts_what_was_scored(scored: tuple, sessions: dict[str, li
     assert record["output"] == f"{lake}/recommendations/ds={DAY.isoformat()}"
     assert sum(pq.read_metadata(f).num_rows for f in Path(record["output"]).glob("*.parquet")) == len(rows)
     assert not any(Path(lake, "_staging").iterdir()), "swapped in from the lake's staging folder, nothing left"
+    assert (record["truncated_sessions"], record["events_not_scored"], record["max_session_events"]) == (0, 0, 200)
+
+
+def test_run_record_holds_the_health_figures(scored: tuple, sessions: dict[str, list[str]]) -> None:
+    record, rows, _ = scored
+    assert record["fallback_share"] == round(record["fallback_sessions"] / len(sessions), 6)
+    assert record["unknown_event_share"] == round(record["unknown_items"] / record["events"], 6)
+    assert record["recommended_items"] == rows["item_id"].nunique()
+    assert record["catalogue_coverage"] == round(rows["item_id"].nunique() / N_ITEMS, 6)
+    assert (record["previous_sessions"], record["previous_sessions_mean"], record["session_count_change"]) == (
+        {}, None, None)  # no earlier run records in this lake
 
 
 def test_every_session_gets_ranks_1_to_k_with_descending_scores(scored: tuple,
@@ -192,6 +203,39 @@ def test_rerun_into_postgres_is_idempotent_and_replaces_the_day(spark: object, l
     assert everything["rows_written"] == everything["expected_rows"] == len(sessions) * N_ITEMS
     with connect(postgres_schema_url) as warehouse:
         assert warehouse.count(DAY) == len(sessions) * N_ITEMS
+
+
+def test_a_crawler_session_is_scored_on_its_most_recent_events_only(spark: object, registry: str,
+                                                                     tmp_path: Path) -> None:
+    """2,000 clicks of a bot: at most ``max_session_events`` reach the model (the list Spark gathers is cut
+    too), and its recommendations are those of a session of just its last 200 events."""
+    from jobs.day_sessions import scoring_sequences
+    from sessionrec.layout import Lake
+
+    bot = [f"i{(7 * i) % N_ITEMS:02d}" if i % 50 else "new-bot" for i in range(2000)]
+    lake = tmp_path / "lake"
+    write_day(lake, {"bot": bot, "tail": bot[-200:], "person": ["i01", "i02", "i03"]})
+    for days_before, sessions_then in ((1, 4), (2, 2)):  # run records of earlier days: 3 sessions a day
+        day = (DAY - timedelta(days=days_before)).isoformat()
+        Path(lake, "stats", "score").mkdir(parents=True, exist_ok=True)
+        Path(lake, "stats", "score", f"ds={day}.json").write_text(json.dumps({"ds": day, "sessions": sessions_then}))
+    sequences, _ = scoring_sequences(spark, Lake(str(lake)), DAY, list(VOCABULARY.item_ids), max_events=200)
+    lengths = {row["session_id"]: len(row["item_ids"]) for row in sequences.collect()}
+    assert lengths == {"bot": 200, "tail": 200, "person": 3}
+
+    url = f"duckdb://{tmp_path / 'warehouse.duckdb'}"
+    record = score.score_day(spark, str(lake), DAY, f"models:/{MODEL_NAME}/1", 5, True, url, registry,
+                             max_session_events=200)
+    assert (record["truncated_sessions"], record["events_not_scored"]) == (1, 1800)
+    assert record["events"] == 2203 and record["unknown_items"] == 40 + 4
+    assert record["previous_sessions"] == {(DAY - timedelta(days=2)).isoformat(): 2,
+                                           (DAY - timedelta(days=1)).isoformat(): 4}
+    assert (record["previous_sessions_mean"], record["session_count_change"]) == (3.0, 0.0)
+    with connect(url) as warehouse:
+        rows = warehouse.read_partition(DAY).to_pandas()
+    by_session = {sid: group.sort_values("rank") for sid, group in rows.groupby("session_id")}
+    assert by_session["bot"]["item_id"].tolist() == by_session["tail"]["item_id"].tolist()
+    np.testing.assert_allclose(by_session["bot"]["score"], by_session["tail"]["score"], rtol=1e-6)
 
 
 def test_crash_during_the_load_keeps_the_previous_partition(scored: tuple, spark: object, lake: str,
@@ -309,5 +353,6 @@ def test_cli_defaults_come_from_the_settings(tmp_path: Path) -> None:
     assert (args.lake, args.model_uri, args.top_k, args.warehouse, args.include_last_item) == (
         settings.lake, "models:/recs@champion", 7, settings.warehouse_url, False)
     assert score.parse_args(["--ds", "2026-11-21", "--include-last-item"], settings).include_last_item
+    assert args.max_session_events == settings.crawler_max_events == 200
     with pytest.raises(SystemExit):
         score.parse_args(["--ds", "21/11/2026"], settings)

@@ -15,7 +15,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.raw_input import FileCount, InputCounts, RawInputError, check_quarantine_share
-from jobs.sessionize import assign_sessions, cluster_by_owner, length_distribution, main, parse_args, sessionize
+from jobs.sessionize import (
+    CrawlerRules,
+    assign_sessions,
+    cluster_by_owner,
+    length_distribution,
+    main,
+    parse_args,
+    sessionize,
+)
 from sessionrec.config import load_settings
 
 DAY = date(2026, 11, 21)
@@ -166,7 +174,8 @@ def test_output_follows_the_contract(scenario) -> None:
     schema = pq.read_table(lake / "sessions" / f"ds={DAY}").schema
     assert [(f.name, f.type) for f in schema] == [
         ("session_id", pa.string()), ("visitor_id", pa.string()), ("position", pa.int32()),
-        ("item_id", pa.string()), ("event_time", pa.timestamp("us", "UTC")), ("event_type", pa.string())]
+        ("item_id", pa.string()), ("event_time", pa.timestamp("us", "UTC")), ("event_type", pa.string()),
+        ("crawler", pa.bool_())]
     for events in sessions_of(lake, DAY).values():
         assert [e["position"] for e in events] == list(range(len(events)))
         assert [e["event_time"] for e in events] == sorted(e["event_time"] for e in events)
@@ -242,6 +251,8 @@ def test_stats_of_the_day(scenario) -> None:
     assert (stats["rows_read"], stats["rows_kept"], stats["rows_quarantined"]) == (22, 13, 9)
     assert (stats["sessions"], stats["events"], stats["distinct_items"]) == (7, 12, 12)
     assert stats["events_on_day"] == 10
+    assert (stats["crawler_sessions"], stats["crawler_events"]) == (0, 0)
+    assert stats["crawler_rules"] == {"max_events": 200, "max_events_per_minute": 30.0, "rate_min_events": 20}
     assert stats["session_length"] == {
         "min": 1, "median": 2, "p90": 3, "max": 3, "mean": round(12 / 7, 3),
         "histogram": {"1": 3, "2": 3, "3": 1, "4": 0, "5": 0, "6-10": 0, "11-20": 0, "21-50": 0,
@@ -266,11 +277,11 @@ def test_cli_end_to_end_keeps_repeats_and_leaves_the_session_running(spark, scen
     raw, _, _, _ = scenario
     lake = tmp_path / "lake"
     code = main(["--raw", str(raw), "--lake", str(lake), "--ds", DAY.isoformat(), "--keep-repeats",
-                 "--max-quarantine-share", str(MAX_SHARE), "--gap-minutes", "30"])
+                 "--max-quarantine-share", str(MAX_SHARE), "--gap-minutes", "30", "--crawler-max-events", "3"])
     assert code == 0
-    assert "7 sessions, 13 events" in capsys.readouterr().out
+    assert "7 sessions, 13 events (1 crawler sessions)" in capsys.readouterr().out
     night = sessions_of(lake, DAY)[f"night:{ms('2026-11-20T23:40:00')}"]
-    assert [e["item_id"] for e in night] == ["a", "b", "c", "c"]
+    assert [(e["item_id"], e["crawler"]) for e in night] == [("a", True), ("b", True), ("c", True), ("c", True)]
     assert json.loads((lake / "stats" / f"ds={DAY}.json").read_text())["repeats_collapsed"] == 0
     assert spark.range(3).count() == 3
 
@@ -281,6 +292,8 @@ def test_cli_defaults_come_from_settings() -> None:
     args = parse_args(["--ds", DAY.isoformat()], settings)
     assert (args.raw, args.lake, args.ds, args.gap_minutes, args.keep_repeats, args.max_quarantine_share,
             args.master) == ("/data/lake/raw", "/data/lake", DAY, 45, False, 0.2, None)
+    assert (args.crawler_max_events, args.crawler_max_events_per_minute, args.crawler_rate_min_events) == \
+        (200, 30.0, 20)
     with pytest.raises(SystemExit):
         parse_args(["--ds", "21.11.2026"], settings)
 
@@ -345,3 +358,30 @@ def test_length_distribution_from_a_histogram() -> None:
     assert (summary["min"], summary["median"], summary["p90"], summary["max"]) == (1, 1, 7, 150)
     assert summary["histogram"]["6-10"] == 1 and summary["histogram"]["101+"] == 1
     assert length_distribution([])["median"] is None
+
+
+def clicks(visitor: str, count: int, start: str, seconds_apart: float) -> list[dict]:
+    """``count`` clicks of one visitor on distinct consecutive items, evenly spaced."""
+    first = utc(start).timestamp()
+    return [{"event_time": round((first + i * seconds_apart) * 1000), "item_id": f"i{i % 97}",
+             "visitor_id": visitor} for i in range(count)]
+
+
+def test_crawler_sessions_are_flagged_and_counted_not_dropped(spark, tmp_path: Path, landing_file) -> None:
+    raw, lake = tmp_path / "raw", tmp_path / "lake"
+    landing_file(raw, DAY, "visits.jsonl",
+                 clicks("bot", 2000, "2026-11-21T03:00:00", 0.15)        # 2,000 clicks in 5 minutes
+                 + clicks("scraper", 25, "2026-11-21T04:00:00", 1.0)    # 60 a minute, sustained
+                 + clicks("burst", 19, "2026-11-21T05:00:00", 1.0)      # as fast, but too short to count
+                 + clicks("reader", 40, "2026-11-21T06:00:00", 20.0)    # long and slow: a person
+                 + clicks("limit", 200, "2026-11-21T07:00:00", 2.0))    # exactly 200 events at 30 a minute
+    stats = sessionize(spark, str(raw), str(lake), DAY)
+    flags = {sid.split(":")[0]: {e["crawler"] for e in events} for sid, events in sessions_of(lake, DAY).items()}
+    assert flags == {"bot": {True}, "scraper": {True}, "burst": {False}, "reader": {False}, "limit": {False}}
+    assert (stats["crawler_sessions"], stats["crawler_events"]) == (2, 2025)
+    assert (stats["sessions"], stats["events"]) == (5, 2284)  # still written, with all their events
+
+    stricter = sessionize(spark, str(raw), str(lake), DAY, crawlers=CrawlerRules(199, 29.0, 19))
+    assert stricter["crawler_sessions"] == 5 - 1  # only the reader is a person now
+    with pytest.raises(ValueError, match="crawler rules need"):
+        sessionize(spark, str(raw), str(lake), DAY, crawlers=CrawlerRules(200, 0.0, 20))

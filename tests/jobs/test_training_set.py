@@ -56,14 +56,19 @@ def _utc(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-def write_sessions(lake: Path, day: date, sessions: dict[str, list[tuple[str, str]]]) -> None:
-    """One day's sessions as Parquet per docs/CONTRACTS.md section 2."""
+def write_sessions(lake: Path, day: date, sessions: dict[str, list[tuple[str, str]]],
+                   crawlers: set[str] | None = None) -> None:
+    """One day's sessions as Parquet per docs/CONTRACTS.md section 2 (without the crawler flag, as a day
+    written before it existed, unless ``crawlers`` names the flagged sessions)."""
     rows = [{"session_id": sid, "visitor_id": f"v-{sid}", "position": pos, "item_id": item,
              "event_time": _utc(when), "event_type": "click"}
             for sid, events in sessions.items() for pos, (item, when) in enumerate(events)]
+    table = pa.Table.from_pylist(rows, schema=SESSION_SCHEMA)
+    if crawlers is not None:
+        table = table.append_column("crawler", pa.array([row["session_id"] in crawlers for row in rows]))
     folder = lake / "sessions" / f"ds={day.isoformat()}"
     folder.mkdir(parents=True)
-    pq.write_table(pa.Table.from_pylist(rows, schema=SESSION_SCHEMA), folder / "part-00000.parquet")
+    pq.write_table(table, folder / "part-00000.parquet")
 
 
 def read_rows(folder: Path) -> list[dict]:
@@ -192,6 +197,40 @@ def test_rerun_gives_identical_output(spark, built, out: Path) -> None:
     build_training_set(spark, str(lake), D, **PARAMS)
     assert snapshot(out) == before
     assert sorted(p.name for p in (lake / "training").iterdir()) == [f"ds={D.isoformat()}"]
+
+
+def bot(day: str, clicks: int) -> list[tuple[str, str]]:
+    """A crawler's session on the items of the scenario, one click a second from 03:00."""
+    return [("ABCYZ"[i % 5], f"{day}T03:{i // 60:02d}:{i % 60:02d}") for i in range(clicks)]
+
+
+def test_crawler_sessions_stay_out_of_every_split(spark, built, out: Path, tmp_path: Path) -> None:
+    """Crawlers of the training days and of the test day add nothing, as if they were not in the lake;
+    a session flagged only on an earlier day's copy counts by its latest copy."""
+    days = {day: dict(sessions) for day, sessions in LAKE_DAYS.items()}
+    days[date(2026, 11, 18)]["bot-1"] = bot("2026-11-18", 900)
+    days[date(2026, 11, 19)]["bot-2"] = bot("2026-11-19", 300)
+    days[D]["bot-3"] = bot("2026-11-20", 600)
+    flagged = {date(2026, 11, 18): {"bot-1", "s2"}, date(2026, 11, 19): {"bot-2"}, D: {"bot-3"}}
+    lake = tmp_path / "lake"
+    for day, sessions in days.items():
+        write_sessions(lake, day, sessions, crawlers=flagged[day])
+    stats = build_training_set(spark, str(lake), D, **PARAMS)
+    assert stats["crawlers_dropped"] == {"rows": 1800, "sessions": 3}
+    assert stats["window"] == {"rows": 22 + 1800, "sessions": 9 + 3, "items": 8}
+    clean = snapshot(out)
+    with_bots = snapshot(lake / "training" / f"ds={D.isoformat()}")
+    assert {key: with_bots[key] for key in (*SPLITS, "items")} == {key: clean[key] for key in (*SPLITS, "items")}
+
+
+def test_a_crawler_flag_of_another_type_is_an_error(spark, tmp_path: Path) -> None:
+    folder = tmp_path / "sessions" / f"ds={D.isoformat()}"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"session_id": ["s"], "item_id": ["A"], "position": pa.array([0], pa.int32()),
+                             "event_time": pa.array([_utc("2026-11-20T10:00")], pa.timestamp("us", "UTC")),
+                             "crawler": ["yes"]}), folder / "part-0.parquet")
+    with pytest.raises(ValueError, match=r"ds=2026-11-20: column 'crawler' is string; expected boolean"):
+        build_training_set(spark, str(tmp_path), D, **PARAMS)
 
 
 def test_missing_day_d_is_an_error(spark, tmp_path: Path) -> None:

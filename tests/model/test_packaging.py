@@ -110,7 +110,9 @@ def test_a_version_logged_before_families_still_loads(logged: tuple[Settings, Mo
     (folder / "config.json").write_text(json.dumps({**config, "format_version": 1}))
     entry_point = tmp_path / "gru4rec_pyfunc.py"
     entry_point.write_text(LEGACY_ENTRY_POINT)
-    with mlflow.start_run():
+    # The project's experiment (its artifact location is the store's), never the working directory's ./mlruns.
+    mlflow.set_tracking_uri(logged[0].mlflow_tracking_uri)
+    with mlflow.start_run(experiment_id=mlflow.get_run(logged[1].run_id).info.experiment_id):
         info = mlflow.pyfunc.log_model(name="legacy", python_model=str(entry_point),
                                        artifacts={"gru4rec": str(folder)}, pip_requirements=["mlflow"])
     model = mlflow.pyfunc.load_model(info.model_uri, model_config={"device": "cpu"})

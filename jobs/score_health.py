@@ -1,0 +1,58 @@
+"""What a scoring run served, as figures for its run record; dags/dag_support/checks.py holds the limits.
+
+- ``fallback_share``: sessions served the most-popular fallback (no item the model knows among those
+  scored) / sessions. A champion trained on another catalogue serves fallbacks to almost everyone.
+- ``unknown_event_share``: the day's events whose item the model does not know / events.
+- ``catalogue_coverage``: distinct items recommended / the model's vocabulary.
+- ``previous_sessions``: the session counts that the score run records of the :data:`HISTORY_DAYS` days
+  before D hold (days without one are left out), their mean, and ``session_count_change``: D's count
+  against that mean (-0.4 is 40 % fewer sessions; null without history).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from jobs.lake import exists, read_text
+from sessionrec.layout import Lake
+
+HISTORY_DAYS = 7
+
+
+def share(part: int, whole: int) -> float | None:
+    return round(part / whole, 6) if whole else None
+
+
+def previous_session_counts(spark: SparkSession, layout: Lake, ds: date,
+                            days: int = HISTORY_DAYS) -> dict[str, int]:
+    """Day -> sessions scored, from the run records of the ``days`` days before ``ds`` that have one."""
+    counts = {}
+    for offset in range(days, 0, -1):
+        path = layout.score_stats(ds - timedelta(days=offset))
+        if exists(spark, path):
+            record = json.loads(read_text(spark, path))
+            counts[record["ds"]] = int(record["sessions"])
+    return counts
+
+
+def health_figures(spark: SparkSession, layout: Lake, ds: date, stats: dict[str, int], vocabulary_size: int,
+                   recommendations: DataFrame) -> dict[str, Any]:
+    """The figures of the module docstring for day ``ds``; ``stats`` are the counts of
+    :func:`jobs.day_sessions.sequence_stats`, ``recommendations`` the rows written (with ``item_id``)."""
+    recommended = recommendations.agg(F.countDistinct("item_id")).first()[0]
+    previous = previous_session_counts(spark, layout, ds)
+    mean = sum(previous.values()) / len(previous) if previous else None
+    return {
+        "fallback_share": share(stats["fallback_sessions"], stats["sessions"]),
+        "unknown_event_share": share(stats["unknown_items"], stats["events"]),
+        "recommended_items": recommended,
+        "catalogue_coverage": share(recommended, vocabulary_size),
+        "previous_sessions": previous,
+        "previous_sessions_mean": round(mean, 3) if mean is not None else None,
+        "session_count_change": round(stats["sessions"] / mean - 1, 6) if mean else None,
+    }
