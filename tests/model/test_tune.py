@@ -18,12 +18,15 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import model.data
+from lifecycle.pipeline import family_params, preset_source
 from model.data import Vocabulary
 from sessionrec.config import PROJECT_ROOT, Settings, load_settings
 from tests.tuning_data import make_tuning_dir
 from training import tune
+from training.families import TRAINERS
+from training.presets import PRESETS
 from training.trainer import TrainParams
-from training.tuned import load_tuned, load_tuned_params, store_tuned, tuned_path
+from training.tuned import TunedPreset, load_tuned, load_tuned_params, store_tuned, tuned_path
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +210,30 @@ def test_a_broken_tuned_preset_is_named(tmp_path: Path) -> None:
     tuned_path(settings, "gru4rec").parent.mkdir(parents=True)
     tuned_path(settings, "gru4rec").write_text("{}")
     with pytest.raises(ValueError, match="params.json: not a tuned preset"):
+        load_tuned(settings, "gru4rec")
+
+
+def test_nightly_training_starts_from_the_tuned_preset_unless_another_is_chosen(tmp_path: Path) -> None:
+    settings = load_settings(env={}, home=tmp_path / "var")
+    defaults = TRAINERS["gru4rec"].default_params()
+    assert family_params(settings, "gru4rec") == (defaults, None)
+    preset = TunedPreset(family="gru4rec", params={**defaults, "layers": [48], "learning_rate": 0.03},
+                         search_params={"hidden": 48}, metric="recall@20", value=0.4, valid_metrics={},
+                         study="gru4rec-x", trial=3, training_dir="t", data_digest="d", mlflow_run_id="r",
+                         created_at="2026-11-21T00:00:00+00:00")
+    store_tuned(settings, preset)
+    values, tuned = family_params(settings, "gru4rec", {"epochs": 2})
+    assert tuned == preset and tuned.provenance()["study"] == "gru4rec-x"
+    assert (values["layers"], values["learning_rate"], values["epochs"]) == ([48], 0.03, 2)
+    assert preset_source("gru4rec", "tuned", tuned) == "tuned (study gru4rec-x, trial 3)"
+    named, none = family_params(settings, "gru4rec", {"epochs": 2}, preset="yoochoose")
+    assert none is None and named["layers"] == list(PRESETS["yoochoose"]["layers"]) and named["epochs"] == 2
+    assert family_params(settings, "sr", preset="yoochoose") == (TRAINERS["sr"].default_params(), None)
+    with pytest.raises(ValueError, match="unknown preset 'big'"):
+        family_params(settings, "gru4rec", preset="big")
+    tuned_path(settings, "gru4rec").write_text(json.dumps({**json.loads(tuned_path(settings, "gru4rec").read_text()),
+                                                           "params": [1]}))
+    with pytest.raises(ValueError, match="expected its parameters as an object under 'params'"):
         load_tuned(settings, "gru4rec")
 
 
