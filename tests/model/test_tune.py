@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import psycopg
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -245,6 +246,20 @@ def test_parallel_workers_share_one_study(tuning_dir: Path, tmp_path: Path) -> N
     assert 3 <= len(trials) == summary["complete"] + summary["pruned"] <= 4
     assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == len(trials)
     assert {t.user_attrs["worker"] for t in trials} <= {0, 1}
+
+
+def test_workers_share_a_study_in_postgresql(tuning_dir: Path, tmp_path: Path, postgres_schema_url: str) -> None:
+    """Production's study database (docker/compose.yaml: SQLAlchemy's psycopg 3 dialect) on a real server."""
+    storage = postgres_schema_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    settings = quick_settings(tmp_path / "var", tune_storage=storage)
+    summary = tune.search(settings, tuning_dir, trials=2, workers=2, seed=4, mlflow=False)
+    trials = finished_trials(settings, summary["study"])
+    assert 2 <= len(trials) == summary["complete"] + summary["pruned"] <= 3
+    assert {t.user_attrs["worker"] for t in trials} <= {0, 1}
+    assert load_tuned(settings, "gru4rec").study == summary["study"]
+    with psycopg.connect(postgres_schema_url) as connection:  # the trials are rows of that server
+        assert connection.execute("SELECT count(*) FROM trials").fetchone() == (len(trials),)
+    assert not (tmp_path / "var" / "optuna").exists()  # nothing fell back to the embedded SQLite store
 
 
 def test_the_pruner_stops_collapsed_trials_before_the_median_rule_warms_up() -> None:
