@@ -40,8 +40,9 @@ class TunedPreset:
     created_at: str
 
     def provenance(self) -> dict[str, Any]:
-        """Where the preset came from (study, trial, its validation value...), for a training run's params."""
-        return {name: getattr(self, name) for name in PROVENANCE_FIELDS}
+        """Where the preset came from (study, trial, its validation value...), for a training run's params;
+        fields without a value (no MLflow run) left out."""
+        return {name: getattr(self, name) for name in PROVENANCE_FIELDS if getattr(self, name) is not None}
 
 
 def tuned_path(settings: Settings, family: str) -> Path:
