@@ -10,8 +10,12 @@ among the triggering events), or by hand with the form below (any day, other hyp
    `Settings.families` (GRU4Rec with its tuned preset when a search left one, SR, V-SKNN, ...) on the
    validation split, keeps the best as the candidate, evaluates all of them on the test day beside the
    baselines with full ranking, and logs the candidate, its model and the leaderboard to MLflow; with a
-   family chosen in the form it fits that one only. The GRU4Rec hyperparameters of the form override its
-   preset. It runs in the pool and queue named by `Settings.gpu_pool` /
+   family chosen in the form it fits that one only. Each family starts from the form's **preset**: `tuned`
+   (default) is the data set's tuned preset that `gru4rec_tune` stored in the lake
+   (`<lake>/tuned/<family>/params.json`), or the family's defaults without one; or a named GRU4Rec preset.
+   Only the GRU4Rec hyperparameter fields filled in override it (empty fields keep the preset's values).
+   The values used, the preset and the tuned preset's study and trial are logged (task log and MLflow
+   params). It runs in the pool and queue named by `Settings.gpu_pool` /
    `Settings.gpu_queue`, so on Celery or Kubernetes it lands on a GPU worker and one GPU trains one
    model at a time. A retry resumes from the last epoch checkpoint.
 3. **register**: a new version of the registered model (`Settings.model_name`).
@@ -38,7 +42,7 @@ from airflow.sdk import DAG, task
 from airflow.sdk.exceptions import AirflowSkipException
 from dag_support.assets import champion_asset, model_asset, sessions_asset
 from dag_support.notify import failure_notifier
-from dag_support.params import AUTO_FAMILY, training_overrides, training_params
+from dag_support.params import AUTO_FAMILY, training_overrides, training_params, training_preset
 from dag_support.spark import spark_job
 from dag_support.tasks import resolve_day
 
@@ -77,7 +81,7 @@ with DAG(
 
         params = params or {}
         return train_and_log(settings, date.fromisoformat(day), family=params.get("family", AUTO_FAMILY),
-                             overrides=training_overrides(params))
+                             overrides=training_overrides(params), preset=training_preset(params))
 
     @task(task_display_name="Register the model version")
     def register(trained: dict[str, Any], day: str) -> int:

@@ -7,8 +7,8 @@ data: the training set and the model live in the lake and in MLflow.
 Nightly training (:func:`train_and_log`) fits every family of ``Settings.families`` and keeps the one
 best on the validation split (training/experiment.py ``select``), logging the leaderboard; a family
 starts from its tuned preset when the hyperparameter search left one in the lake
-(``tuned/<family>/params.json``), else from its defaults. The gate always evaluates on the production
-lake's training set of the day (:func:`gate`).
+(``tuned/<family>/params.json``, read by training/tuned.py), else from its defaults. The gate always
+evaluates on the production lake's training set of the day (:func:`gate`).
 
 A retried training task resumes from the last complete epoch: checkpoints live in the local work area
 (``WorkArea.checkpoints``, ``<home>/models/ds=D/checkpoints``) and are removed once the run is logged.
@@ -16,7 +16,6 @@ A retried training task resumes from the last complete epoch: checkpoints live i
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
@@ -41,6 +40,8 @@ from sessionrec.config import Settings
 from sessionrec.layout import local_path, training_items
 from training.experiment import Selection, TrainingResult, run, select
 from training.families import DEFAULT_FAMILY, OnEpoch, epoch_stats, trainer_for
+from training.presets import PRESETS
+from training.tuned import TUNED, TunedPreset, load_tuned
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ MODEL_URI_TAG = "model_uri"
 FAMILY_TAG = "family"
 # Family choice meaning "fit every family of Settings.families and select on the validation split".
 AUTO = "auto"
+# The family whose named presets training/presets.py holds.
+PRESET_FAMILY = "gru4rec"
 
 
 def training_dir_for(settings: Settings, ds: date) -> Path:
@@ -55,30 +58,35 @@ def training_dir_for(settings: Settings, ds: date) -> Path:
     return local_path(settings.layout.training_set(ds))
 
 
-def tuned_params(settings: Settings, family: str) -> dict[str, Any] | None:
-    """The family's tuned preset in the production lake, or None when no search has left one.
+def family_params(settings: Settings, family: str, overrides: Mapping[str, Any] | None = None,
+                  preset: str = TUNED) -> tuple[dict[str, Any], TunedPreset | None]:
+    """(the family's parameters; the tuned preset they started from, or None).
 
-    The file (``Lake.tuned_params``) is a JSON object with the parameter values under ``params`` and,
-    optionally, where they came from (``study``, ``trial``, ``value``...); the whole object is returned.
+    ``preset`` "tuned" starts from the family's tuned preset in the production lake (training/tuned.py), or
+    from its defaults when no search stored one; the name of one of GRU4Rec's presets (training/presets.py)
+    starts GRU4Rec from it instead (other families keep their tuned preset). ``overrides`` apply last.
     """
-    path = local_path(settings.layout.tuned_params(family))
-    if not path.is_file():
-        return None
-    try:
-        tuned = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(tuned, dict) or not isinstance(tuned.get("params"), dict):
-        raise ValueError(f"{path}: expected an object with the {family} parameters under 'params'")
-    return tuned
-
-
-def family_params(settings: Settings, family: str,
-                  overrides: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(the family's parameters: tuned preset or defaults, then ``overrides``; the tuned preset record)."""
-    tuned = tuned_params(settings, family)
-    base = tuned["params"] if tuned is not None else {}
+    if preset != TUNED and family == PRESET_FAMILY:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}: expected {TUNED!r} or one of {sorted(PRESETS)}")
+        return trainer_for(family).params({**PRESETS[preset], **(overrides or {})}), None
+    tuned = load_tuned(settings, family)
+    base = tuned.params if tuned is not None else {}
     return trainer_for(family).params({**base, **(overrides or {})}), tuned
+
+
+def preset_source(family: str, preset: str, tuned: TunedPreset | None) -> str:
+    """What a family's parameters started from, as recorded with a run: a named preset, the tuned preset
+    (with its study and trial) or the family's defaults."""
+    if preset != TUNED and family == PRESET_FAMILY:
+        return preset
+    return f"tuned (study {tuned.study}, trial {tuned.trial})" if tuned is not None else "defaults"
+
+
+def _log_presets(tracked: TrainingRun, preset: str, tuned: Mapping[str, TunedPreset | None]) -> None:
+    """The preset choice and, per family started from its tuned preset, where that came from."""
+    records = {name: record.provenance() for name, record in tuned.items() if record is not None}
+    tracked.log_params({"preset": preset, **({"tuned": records} if records else {})})
 
 
 def _tracked_epochs(tracked: TrainingRun, on_epoch: OnEpoch | None) -> OnEpoch:
@@ -105,9 +113,11 @@ def _log_result(tracked: TrainingRun, result: TrainingResult, output_dir: Path) 
 def track_experiment(settings: Settings, ds: date, training_dir: Path, params: Mapping[str, Any] | None,
                      device: str | None = None, output_dir: Path | None = None, checkpoint_dir: Path | None = None,
                      on_epoch: OnEpoch | None = None, family: str = DEFAULT_FAMILY,
+                     preset: str | None = None, tuned: TunedPreset | None = None,
                      **run_options: Any) -> tuple[TrainingResult, str, str]:
-    """``experiment.run`` inside one MLflow run: params, lineage, epochs, test and baseline metrics, plots
-    and the model. Returns (result, run id, model URI). ``run_options`` go to ``experiment.run``."""
+    """``experiment.run`` inside one MLflow run: params (and the preset they started from, when given),
+    lineage, epochs, test and baseline metrics, plots and the model. Returns (result, run id, model URI).
+    ``run_options`` go to ``experiment.run``."""
     training_dir = Path(training_dir)
     if not Path(training_items(training_dir)).is_file():
         raise FileNotFoundError(f"{training_dir}: no training set (run jobs.training_set first)")
@@ -120,6 +130,8 @@ def track_experiment(settings: Settings, ds: date, training_dir: Path, params: M
     with training_run(settings, ds, target) as tracked:
         tracked.client.set_tag(tracked.run_id, FAMILY_TAG, family)
         tracked.log_params(settings_of_family)
+        if preset is not None:
+            _log_presets(tracked, preset, {family: tuned})
         tracked.log_training_data(training_dir)
         result = run(training_dir, settings_of_family, device=str(target), output_dir=output_dir,
                      checkpoint_dir=checkpoint_dir, on_epoch=_tracked_epochs(tracked, on_epoch), family=family,
@@ -132,13 +144,14 @@ def track_experiment(settings: Settings, ds: date, training_dir: Path, params: M
 
 
 def track_selection(settings: Settings, ds: date, training_dir: Path, families: Sequence[str],
-                    params: Mapping[str, Mapping[str, Any]] | None = None,
-                    tuned: Mapping[str, Mapping[str, Any] | None] | None = None, device: str | None = None,
+                    params: Mapping[str, Mapping[str, Any]] | None = None, preset: str | None = None,
+                    tuned: Mapping[str, TunedPreset | None] | None = None, device: str | None = None,
                     output_dir: Path | None = None, checkpoint_dir: Path | None = None,
                     on_epoch: OnEpoch | None = None, **select_options: Any) -> tuple[Selection, str, str]:
-    """``experiment.select`` inside one MLflow run: the candidate's params (and the tuned preset they came
-    from), its epochs, test and baseline metrics, plots and model, and the leaderboard of all families.
-    Returns (selection, run id, model URI). ``select_options`` go to ``experiment.select``."""
+    """``experiment.select`` inside one MLflow run: the candidate's params (and, when ``preset`` is given, the
+    preset choice and the tuned presets the families started from), its epochs, test and baseline metrics,
+    plots and model, and the leaderboard of all families. Returns (selection, run id, model URI).
+    ``select_options`` go to ``experiment.select``."""
     training_dir = Path(training_dir)
     if not Path(training_items(training_dir)).is_file():
         raise FileNotFoundError(f"{training_dir}: no training set (run jobs.training_set first)")
@@ -154,10 +167,8 @@ def track_selection(settings: Settings, ds: date, training_dir: Path, families: 
             tracked.client.set_tag(tracked.run_id, FAMILY_TAG, family)
             tracked.client.set_tag(tracked.run_id, "selection_metric", select_options.get("metric", "recall@20"))
             tracked.log_params({**params[family], "families": {name: params[name] for name in families}})
-            records = {name: {k: v for k, v in record.items() if k != "params"}
-                       for name, record in (tuned or {}).items() if record is not None}
-            if records:
-                tracked.log_params({"tuned": records})
+            if preset is not None:
+                _log_presets(tracked, preset, tuned or {})
 
         selection = select(training_dir, families, params, device=str(target), output_dir=output_dir,
                            checkpoint_dir=checkpoint_dir, on_epoch=_tracked_epochs(tracked, on_epoch),
@@ -171,23 +182,30 @@ def track_selection(settings: Settings, ds: date, training_dir: Path, families: 
 
 
 def train_and_log(settings: Settings, ds: date, family: str = AUTO,
-                  overrides: Mapping[str, Mapping[str, Any]] | None = None, **options: Any) -> dict[str, Any]:
+                  overrides: Mapping[str, Mapping[str, Any]] | None = None, preset: str = TUNED,
+                  **options: Any) -> dict[str, Any]:
     """Nightly training on the production lake's ``training/ds=D``, tracked; the summary for XCom.
 
     ``family`` "auto" fits every family of ``Settings.families`` and keeps the best on the validation
-    split; a family name fits that one only. ``overrides`` maps family names to parameter overrides
-    applied over each family's tuned preset (or defaults).
+    split; a family name fits that one only. Each family starts from ``preset`` (:func:`family_params`:
+    its tuned preset or defaults, or a named GRU4Rec preset), then ``overrides`` (family name -> parameter
+    overrides) apply. The resolved parameters and where they started from are logged and recorded in the run.
     """
     families = settings.family_names if family == AUTO else (family,)
-    chosen = {name: family_params(settings, name, (overrides or {}).get(name)) for name in families}
+    chosen = {name: family_params(settings, name, (overrides or {}).get(name), preset) for name in families}
+    for name, (values, tuned) in chosen.items():
+        logger.info("%s starts from %s, overrides %s: %s", name, preset_source(name, preset, tuned),
+                    dict((overrides or {}).get(name) or {}), values)
     training_dir = training_dir_for(settings, ds)
     if family != AUTO:
-        result, run_id, model_uri = track_experiment(settings, ds, training_dir, chosen[family][0], family=family,
-                                                     **options)
+        values, tuned = chosen[family]
+        result, run_id, model_uri = track_experiment(settings, ds, training_dir, values, family=family,
+                                                     preset=preset, tuned=tuned, **options)
         return summary(result, run_id, model_uri)
     selection, run_id, model_uri = track_selection(
         settings, ds, training_dir, families, {name: values for name, (values, _) in chosen.items()},
-        tuned={name: record for name, (_, record) in chosen.items()}, metric=settings.selection_metric, **options)
+        preset=preset, tuned={name: record for name, (_, record) in chosen.items()},
+        metric=settings.selection_metric, **options)
     return {**summary(selection.result, run_id, model_uri), "leaderboard": selection.leaderboard()}
 
 

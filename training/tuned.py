@@ -15,6 +15,12 @@ from typing import Any
 from sessionrec.config import Settings
 from sessionrec.layout import local_path
 
+# The preset choice meaning "each family's tuned preset, or its defaults when no search stored one" (the train
+# DAG's form and nightly training; the alternatives are GRU4Rec's named presets of training/presets.py).
+TUNED = "tuned"
+# What a training run records of the tuned preset it started from (see TunedPreset.provenance).
+PROVENANCE_FIELDS = ("study", "trial", "metric", "value", "created_at", "mlflow_run_id")
+
 
 @dataclass(frozen=True)
 class TunedPreset:
@@ -33,6 +39,11 @@ class TunedPreset:
     mlflow_run_id: str | None
     created_at: str
 
+    def provenance(self) -> dict[str, Any]:
+        """Where the preset came from (study, trial, its validation value...), for a training run's params;
+        fields without a value (no MLflow run) left out."""
+        return {name: getattr(self, name) for name in PROVENANCE_FIELDS if getattr(self, name) is not None}
+
 
 def tuned_path(settings: Settings, family: str) -> Path:
     """``<lake>/tuned/<family>/params.json`` (sessionrec/layout.py): the data set's tuned preset, beside the
@@ -46,10 +57,14 @@ def load_tuned(settings: Settings, family: str) -> TunedPreset | None:
     if not path.is_file():
         return None
     try:
-        return TunedPreset(**json.loads(path.read_text()))
+        preset = TunedPreset(**json.loads(path.read_text()))
     except (json.JSONDecodeError, TypeError) as exc:
         raise ValueError(f"{path}: not a tuned preset written by training.tune ({exc}); remove it or rerun "
                          "the search") from exc
+    if not isinstance(preset.params, dict) or preset.family != family:
+        raise ValueError(f"{path}: not a tuned preset of {family} written by training.tune (expected its "
+                         "parameters as an object under 'params'); remove it or rerun the search")
+    return preset
 
 
 def load_tuned_params(settings: Settings, family: str = "gru4rec") -> dict[str, Any] | None:

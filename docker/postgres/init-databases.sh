@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The stack's three databases, each owned by its own user: the Airflow metadata database, the MLflow
-# tracking store and the warehouse. Run by the postgres image from /docker-entrypoint-initdb.d on its first
+# The stack's four databases, each owned by its own user: the Airflow metadata database, the MLflow
+# tracking store, the warehouse and the hyperparameter search's Optuna studies. Run by the postgres image from /docker-entrypoint-initdb.d on its first
 # start only (an empty data volume); names and passwords come from the service's environment.
 # Existing roles and databases are left as they are, so running it again changes nothing.
 set -euo pipefail
@@ -21,7 +21,8 @@ SQL
 }
 
 for name in AIRFLOW_DB_NAME AIRFLOW_DB_USER AIRFLOW_DB_PASSWORD MLFLOW_DB_NAME MLFLOW_DB_USER \
-            MLFLOW_DB_PASSWORD WAREHOUSE_DB_NAME WAREHOUSE_DB_USER WAREHOUSE_DB_PASSWORD; do
+            MLFLOW_DB_PASSWORD WAREHOUSE_DB_NAME WAREHOUSE_DB_USER WAREHOUSE_DB_PASSWORD TUNE_DB_NAME \
+            TUNE_DB_USER TUNE_DB_PASSWORD; do
     if [[ -z "${!name:-}" ]]; then
         echo "init-databases.sh: ${name} is not set (see docker/.env.example)" >&2
         exit 1
@@ -31,4 +32,6 @@ done
 create_database AIRFLOW_DB_NAME AIRFLOW_DB_USER AIRFLOW_DB_PASSWORD
 create_database MLFLOW_DB_NAME MLFLOW_DB_USER MLFLOW_DB_PASSWORD
 create_database WAREHOUSE_DB_NAME WAREHOUSE_DB_USER WAREHOUSE_DB_PASSWORD
-echo "init-databases.sh: databases ${AIRFLOW_DB_NAME}, ${MLFLOW_DB_NAME} and ${WAREHOUSE_DB_NAME} are ready"
+create_database TUNE_DB_NAME TUNE_DB_USER TUNE_DB_PASSWORD
+echo "init-databases.sh: databases ${AIRFLOW_DB_NAME}, ${MLFLOW_DB_NAME}, ${WAREHOUSE_DB_NAME} and ${TUNE_DB_NAME}" \
+     "are ready"

@@ -24,6 +24,10 @@ EVENTS = 6000
 ITEMS = 300
 TRAINING_CONF = {"training_days": DAYS, "epochs": 2, "hidden_size": 32, "batch_size": 16, "n_sample": 64,
                  "force_promote": True}
+# The lake's tuned preset of GRU4Rec: the run's form fills in some fields; the others (learning rate,
+# dropout) must come from here, not from the form's defaults.
+TUNED_PARAMS = {"learning_rate": 0.11, "dropout_hidden": 0.1, "momentum": 0.1, "n_sample": 2048}
+TUNED_STUDY = "gru4rec-dag-test"
 
 
 @dataclass(frozen=True)
@@ -43,13 +47,19 @@ def sessionize_in_process(spark: object, settings: Settings, day: date) -> None:
 def run_pipeline(settings: Settings, spark: object) -> PipelineRun:
     """The three DAGs with ``airflow dags test`` for the last day of a tiny generated clickstream.
 
-    Real spark-submit, MLflow store and registry, DuckDB warehouse, in an Airflow home of their own. The
+    Real spark-submit, MLflow store and registry, DuckDB warehouse, in an Airflow home of their own, and a
+    tuned preset of GRU4Rec in the lake (that the form's filled-in fields override, field by field). The
     earlier days of the training window are sessionized in-process with the shared Spark session (their
     DAG runs would repeat what the last day's run checks).
     """
     from jobs.generate import generate_clickstream, write_landing_zone
+    from training.tuned import TunedPreset, store_tuned
 
     write_landing_zone(generate_clickstream(DAY, DAYS, EVENTS, n_items=ITEMS, seed=7), settings.raw)
+    store_tuned(settings, TunedPreset(
+        family="gru4rec", params=TUNED_PARAMS, search_params={}, metric="recall@20", value=0.3, valid_metrics={},
+        study=TUNED_STUDY, trial=4, training_dir="elsewhere", data_digest="0", mlflow_run_id=None,
+        created_at="2026-10-13T00:00:00+00:00"))
     for offset in range(DAYS - 1, 0, -1):
         sessionize_in_process(spark, settings, DAY - timedelta(days=offset))
     env = airflow_env.airflow_env(settings, retry_delay_s=1)

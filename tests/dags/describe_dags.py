@@ -84,7 +84,8 @@ def main() -> int:
             "tags": sorted(dag.tags),
             "owner": dag.owner,
             "doc_md": dag.doc_md,
-            "params": {name: param.schema for name, param in dag.params.items()},
+            "params": {name: {**param.schema, "description": param.description}
+                       for name, param in dag.params.items()},
             "param_defaults": {name: dag.params[name] for name in dag.params},
             "tasks": {task.task_id: describe_task(task) for task in dag.tasks},
         }

@@ -22,7 +22,8 @@ GOOD_CONFS: dict[str, list[dict[str, Any]]] = {
     "clickstream_sessionize": [{}, {"ds": "2026-11-21"}, {"ds": None}],
     "gru4rec_train": [{}, {"ds": "2026-11-21", "training_days": 3, "epochs": 1, "loss": "bpr-max",
                            "hidden_size": 16, "batch_size": 8, "learning_rate": 0.05, "n_sample": 0,
-                           "force_promote": True}],
+                           "force_promote": True},
+                      {"preset": "yoochoose", "loss": "preset", "epochs": None, "learning_rate": None}],
     "gru4rec_score": [{}, {"ds": "2026-11-21", "top_k": 5, "model": "3"}, {"model": "challenger"}],
     "gru4rec_tune": [{}, {"ds": "2026-11-21", "trials": 2, "workers": 4, "timeout_minutes": 30.5,
                           "metric": "recall@20", "family": "gru4rec", "seed": 7}],
@@ -33,13 +34,15 @@ BAD_CONFS: dict[str, list[tuple[dict[str, Any], str]]] = {
                                ({"ds": 20261121}, "is not of type")],
     "gru4rec_train": [({"training_days": 1}, "less than the minimum of 2"),
                       ({"epochs": 0}, "less than the minimum of 1"),
-                      ({"epochs": "ten"}, "is not of type 'integer'"),
+                      ({"epochs": "ten"}, "is not of type 'null', 'integer'"),
                       ({"loss": "mse"}, "is not one of"),
                       ({"hidden_size": 100000}, "greater than the maximum"),
-                      ({"batch_size": 1.5}, "is not of type 'integer'"),
+                      ({"batch_size": 1.5}, "is not of type 'null', 'integer'"),
                       ({"learning_rate": 0}, "less than or equal to the minimum"),
                       ({"n_sample": -1}, "less than the minimum of 0"),
-                      ({"force_promote": "yes"}, "is not of type 'boolean'")],
+                      ({"force_promote": "yes"}, "is not of type 'boolean'"),
+                      ({"preset": "huge"}, "is not one of"),
+                      ({"loss": None}, "is not of type 'string'")],
     "gru4rec_tune": [({"trials": 0}, "less than the minimum of 1"),
                      ({"workers": 0}, "less than the minimum of 1"),
                      ({"timeout_minutes": 0}, "less than or equal to the minimum"),
@@ -168,15 +171,18 @@ def test_scoring_follows_new_sessions_or_a_new_champion_and_checks_the_warehouse
     assert steps["check_partition"]["outlets"] == ["session_recommendations"]
 
 
-def test_training_form_defaults_are_the_settings_and_the_default_preset(
+def test_training_form_defaults_are_the_settings_and_the_tuned_preset(
         report: dict[str, Any], dag_settings: Settings) -> None:
-    preset = PRESETS["default"]
+    """The hyperparameter fields start empty ("the preset's value"), so a run that leaves them does not
+    override the tuned preset; the form says where that lives and what the default preset holds."""
     defaults = report["dags"]["gru4rec_train"]["param_defaults"]
     assert defaults == {"ds": None, "training_days": dag_settings.training_days, "family": "auto",
-                        "epochs": preset["epochs"],
-                        "loss": preset["loss"], "hidden_size": preset["layers"][0],
-                        "batch_size": preset["batch_size"], "learning_rate": preset["learning_rate"],
-                        "n_sample": preset["n_sample"], "force_promote": False}
+                        "preset": "tuned", "epochs": None, "loss": "preset", "hidden_size": None,
+                        "batch_size": None, "learning_rate": None, "n_sample": None, "force_promote": False}
+    params = report["dags"]["gru4rec_train"]["params"]
+    assert params["preset"]["enum"] == ["tuned", *PRESETS]
+    assert dag_settings.layout.tuned_params("<family>") in params["preset"]["description"]
+    assert f"the default preset's is {PRESETS['default']['layers'][0]}" in params["hidden_size"]["description"]
     assert report["dags"]["gru4rec_score"]["param_defaults"] == {
         "ds": None, "top_k": dag_settings.top_k, "model": "champion", "max_fallback_share": 0.2,
         "max_session_drop": 0.5}
@@ -185,7 +191,7 @@ def test_training_form_defaults_are_the_settings_and_the_default_preset(
 def test_the_loss_choices_are_the_losses_the_model_implements(report: dict[str, Any]) -> None:
     from training.losses import LOSSES
 
-    assert report["dags"]["gru4rec_train"]["params"]["loss"]["enum"] == list(LOSSES)
+    assert report["dags"]["gru4rec_train"]["params"]["loss"]["enum"] == [*LOSSES, "preset"]
 
 
 @pytest.mark.parametrize("dag_id", sorted(DAG_IDS))

@@ -194,3 +194,21 @@ def test_read_json_names_a_missing_file(tmp_path: Path) -> None:
     missing = tmp_path / "stats" / "ds=2026-11-21.json"
     with pytest.raises(FileNotFoundError, match="ds=2026-11-21.json: expected a JSON file written by the job"):
         read_json(str(missing))
+
+
+# --- the training form over the preset ---
+
+def test_empty_hyperparameter_fields_keep_the_preset() -> None:
+    """A run that leaves the fields (a scheduled run gets the defaults) overrides nothing: the tuned preset
+    stays whole. Only the fields a user fills in apply over it."""
+    from dag_support.params import training_overrides, training_preset
+
+    left = {"ds": None, "preset": "tuned", "epochs": None, "loss": "preset", "hidden_size": None,
+            "batch_size": None, "learning_rate": None, "n_sample": None, "force_promote": False}
+    assert training_overrides(left) == {"gru4rec": {}} and training_preset(left) == "tuned"
+    assert training_preset({}) == "tuned" and training_overrides({}) == {"gru4rec": {}}
+    filled = {**left, "preset": "yoochoose", "epochs": 3, "loss": "bpr-max", "hidden_size": 64, "learning_rate": 1,
+              "n_sample": 0}
+    assert training_overrides(filled) == {"gru4rec": {"epochs": 3, "loss": "bpr-max", "layers": [64],
+                                                      "learning_rate": 1.0, "n_sample": 0}}
+    assert training_preset(filled) == "yoochoose"

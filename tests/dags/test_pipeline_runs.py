@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dag_test_support import TOP_K, PipelineRun
+from dag_test_support import TOP_K, TRAINING_CONF, TUNED_PARAMS, TUNED_STUDY, PipelineRun
 
 
 def task_log_lines(log: Path, marker: str) -> list[str]:
@@ -38,7 +38,15 @@ def test_train_dag_logs_registers_and_promotes_a_model(pipeline_run: PipelineRun
     assert len(runs) == 1
     metrics = runs[0].data.metrics
     assert 0.0 <= metrics["test_recall_20"] <= 1.0 and "baseline_pop_recall_20" in metrics
-    assert runs[0].data.params  # the hyperparameters the Params chose are recorded
+    params = runs[0].data.params  # the hyperparameters: the tuned preset, then the fields the form filled in
+    assert (params["preset"], params["tuned.gru4rec.study"], params["tuned.gru4rec.trial"]) == (
+        "tuned", TUNED_STUDY, "4")
+    assert (params["families.gru4rec.learning_rate"], params["families.gru4rec.dropout_hidden"]) == (
+        str(TUNED_PARAMS["learning_rate"]), str(TUNED_PARAMS["dropout_hidden"]))
+    assert (params["families.gru4rec.n_sample"], params["families.gru4rec.layers"]) == (
+        str(TRAINING_CONF["n_sample"]), f"[{TRAINING_CONF['hidden_size']}]")
+    assert task_log_lines(pipeline_run.logs["gru4rec_train"],
+                          f"gru4rec starts from tuned (study {TUNED_STUDY}, trial 4)")
     champion = client.get_model_version_by_alias(settings.model_name, "champion")
     assert champion.run_id == runs[0].info.run_id
     assert champion.tags["gate_decision"] == "forced"

@@ -247,7 +247,9 @@ def test_databases_are_the_ones_the_init_script_creates(stack: dict[str, Any]) -
     airflow = urlsplit(environment(stack["airflow-scheduler"])["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
     mlflow = urlsplit(environment(stack["mlflow"])["MLFLOW_BACKEND_STORE_URI"])
     warehouse = urlsplit(environment(stack["airflow-worker"])["SESSIONREC_WAREHOUSE_URL"])
-    for prefix, url in (("AIRFLOW", airflow), ("MLFLOW", mlflow), ("WAREHOUSE", warehouse)):
+    tune = urlsplit(environment(stack["airflow-worker-gpu"])["SESSIONREC_TUNE_STORAGE"])
+    assert tune.scheme == "postgresql+psycopg"  # psycopg 3: the driver the project pins
+    for prefix, url in (("AIRFLOW", airflow), ("MLFLOW", mlflow), ("WAREHOUSE", warehouse), ("TUNE", tune)):
         assert (url.hostname, url.port) == ("postgres", 5432)
         assert (url.username, url.password, url.path.lstrip("/")) == (
             created[f"{prefix}_DB_USER"], created[f"{prefix}_DB_PASSWORD"], created[f"{prefix}_DB_NAME"])

@@ -131,6 +131,19 @@ def test_image_locks_add_to_the_pinned_set_without_overriding_it() -> None:
     assert any(name.startswith("nvidia-") for name in cuda)
 
 
+def test_the_study_database_driver_is_installed_in_the_image() -> None:
+    """SESSIONREC_TUNE_STORAGE names SQLAlchemy's psycopg 3 dialect: psycopg is one of the project's
+    dependencies (so in every image), and the dialect loads it."""
+    import sqlalchemy
+
+    schemes = set(re.findall(r"SESSIONREC_TUNE_STORAGE: ([a-z0-9+]+)://", (DOCKER / "compose.yaml").read_text()))
+    assert schemes == {"postgresql+psycopg"}
+    dependencies = {canonicalize_name(Requirement(text).name) for text in pyproject()["project"]["dependencies"]}
+    assert "psycopg" in dependencies
+    dialect = sqlalchemy.engine.make_url("postgresql+psycopg://user:secret@postgres:5432/optuna").get_dialect()
+    assert dialect.driver == "psycopg"
+
+
 def test_the_build_context_holds_what_the_dockerfile_copies() -> None:
     patterns = dockerignore_patterns()
     copies = [arguments.split() for keyword, arguments in dockerfile_instructions()

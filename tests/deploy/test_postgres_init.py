@@ -14,7 +14,7 @@ import pytest
 from deploy_support import DOCKER
 
 SCRIPT = DOCKER / "postgres" / "init-databases.sh"
-PREFIXES = ("AIRFLOW", "MLFLOW", "WAREHOUSE")
+PREFIXES = ("AIRFLOW", "MLFLOW", "WAREHOUSE", "TUNE")
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ on the day's data blocks its promotion."""
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from sessionrec.config import Settings
 from training.experiment import select
 from training.families import TRAINERS
 from training.train import main
+from training.tuned import TunedPreset, store_tuned
 
 DAY = date(2026, 11, 21)
 FAMILIES = ("gru4rec", "sr", "vsknn")
@@ -140,10 +140,10 @@ def test_nightly_training_selects_logs_the_leaderboard_and_starts_from_the_tuned
     lake = tmp_path / "lake"
     shutil.copytree(training_dir.parent.parent, lake)
     settings = mlflow_settings.replace(lake=str(lake), families="gru4rec,sr")
-    tuned = Path(settings.layout.tuned_params("gru4rec"))
-    tuned.parent.mkdir(parents=True)
-    tuned.write_text(json.dumps({"params": {**TINY, "layers": [24]}, "study": "nightly-test",
-                                 "trial": 7}))
+    store_tuned(settings, TunedPreset(
+        family="gru4rec", params={**TINY, "layers": [24]}, search_params={"hidden": 24}, metric="recall@20",
+        value=0.5, valid_metrics={"recall@20": 0.5}, study="nightly-test", trial=7, training_dir=str(lake),
+        data_digest="0" * 16, mlflow_run_id=None, created_at="2026-11-21T00:00:00+00:00"))
     summary = train_and_log(settings, DAY, device="cpu", baselines=("pop",))
     assert summary["family"] in ("gru4rec", "sr")
     assert {(row["model"], row["kind"]) for row in summary["leaderboard"]} == {
@@ -153,6 +153,7 @@ def test_nightly_training_selects_logs_the_leaderboard_and_starts_from_the_tuned
     assert run.data.tags["family"] == summary["family"] and run.data.tags["selection_metric"] == "recall@20"
     assert run.data.params["families.gru4rec.layers"] == "[24]"
     assert (run.data.params["tuned.gru4rec.study"], run.data.params["tuned.gru4rec.trial"]) == ("nightly-test", "7")
+    assert run.data.params["preset"] == "tuned" and "tuned.sr.study" not in run.data.params
     assert {"family_gru4rec_valid_recall_20", "family_sr_test_mrr_20"} <= set(run.data.metrics)
     comparison = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/comparison/metrics.csv")
     assert f"\n{summary['family']} (candidate)," in comparison and "\npop," in comparison

@@ -14,16 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import psycopg
 import pytest
 from mlflow.tracking import MlflowClient
 
 import model.data
+from lifecycle.pipeline import family_params, preset_source
 from model.data import Vocabulary
 from sessionrec.config import PROJECT_ROOT, Settings, load_settings
 from tests.tuning_data import make_tuning_dir
 from training import tune
+from training.families import TRAINERS
+from training.presets import PRESETS
 from training.trainer import TrainParams
-from training.tuned import load_tuned, load_tuned_params, store_tuned, tuned_path
+from training.tuned import TunedPreset, load_tuned, load_tuned_params, store_tuned, tuned_path
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +214,30 @@ def test_a_broken_tuned_preset_is_named(tmp_path: Path) -> None:
         load_tuned(settings, "gru4rec")
 
 
+def test_nightly_training_starts_from_the_tuned_preset_unless_another_is_chosen(tmp_path: Path) -> None:
+    settings = load_settings(env={}, home=tmp_path / "var")
+    defaults = TRAINERS["gru4rec"].default_params()
+    assert family_params(settings, "gru4rec") == (defaults, None)
+    preset = TunedPreset(family="gru4rec", params={**defaults, "layers": [48], "learning_rate": 0.03},
+                         search_params={"hidden": 48}, metric="recall@20", value=0.4, valid_metrics={},
+                         study="gru4rec-x", trial=3, training_dir="t", data_digest="d", mlflow_run_id="r",
+                         created_at="2026-11-21T00:00:00+00:00")
+    store_tuned(settings, preset)
+    values, tuned = family_params(settings, "gru4rec", {"epochs": 2})
+    assert tuned == preset and tuned.provenance()["study"] == "gru4rec-x"
+    assert (values["layers"], values["learning_rate"], values["epochs"]) == ([48], 0.03, 2)
+    assert preset_source("gru4rec", "tuned", tuned) == "tuned (study gru4rec-x, trial 3)"
+    named, none = family_params(settings, "gru4rec", {"epochs": 2}, preset="yoochoose")
+    assert none is None and named["layers"] == list(PRESETS["yoochoose"]["layers"]) and named["epochs"] == 2
+    assert family_params(settings, "sr", preset="yoochoose") == (TRAINERS["sr"].default_params(), None)
+    with pytest.raises(ValueError, match="unknown preset 'big'"):
+        family_params(settings, "gru4rec", preset="big")
+    tuned_path(settings, "gru4rec").write_text(json.dumps({**json.loads(tuned_path(settings, "gru4rec").read_text()),
+                                                           "params": [1]}))
+    with pytest.raises(ValueError, match="expected its parameters as an object under 'params'"):
+        load_tuned(settings, "gru4rec")
+
+
 def test_parallel_workers_share_one_study(tuning_dir: Path, tmp_path: Path) -> None:
     settings = quick_settings(tmp_path / "var")
     summary = tune.search(settings, tuning_dir, trials=3, workers=2, seed=9, mlflow=False)
@@ -218,6 +246,20 @@ def test_parallel_workers_share_one_study(tuning_dir: Path, tmp_path: Path) -> N
     assert 3 <= len(trials) == summary["complete"] + summary["pruned"] <= 4
     assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == len(trials)
     assert {t.user_attrs["worker"] for t in trials} <= {0, 1}
+
+
+def test_workers_share_a_study_in_postgresql(tuning_dir: Path, tmp_path: Path, postgres_schema_url: str) -> None:
+    """Production's study database (docker/compose.yaml: SQLAlchemy's psycopg 3 dialect) on a real server."""
+    storage = postgres_schema_url.replace("postgresql://", "postgresql+psycopg://", 1)
+    settings = quick_settings(tmp_path / "var", tune_storage=storage)
+    summary = tune.search(settings, tuning_dir, trials=2, workers=2, seed=4, mlflow=False)
+    trials = finished_trials(settings, summary["study"])
+    assert 2 <= len(trials) == summary["complete"] + summary["pruned"] <= 3
+    assert {t.user_attrs["worker"] for t in trials} <= {0, 1}
+    assert load_tuned(settings, "gru4rec").study == summary["study"]
+    with psycopg.connect(postgres_schema_url) as connection:  # the trials are rows of that server
+        assert connection.execute("SELECT count(*) FROM trials").fetchone() == (len(trials),)
+    assert not (tmp_path / "var" / "optuna").exists()  # nothing fell back to the embedded SQLite store
 
 
 def test_the_pruner_stops_collapsed_trials_before_the_median_rule_warms_up() -> None:
