@@ -3,9 +3,14 @@
 Usage::
 
     python -m jobs.generate --raw var/lake/raw --end-day 2026-11-21 --days 7 --events 1000000 \\
-        [--items 5000] [--visitors N] [--seed 1] [--dirty-share 0.01] [--format parquet|csv|jsonl]
+        [--items 5000] [--visitors N] [--seed 1] [--dirty-share 0.01] [--format parquet|csv|jsonl] \\
+        [--mode markov|intent]
 
 How the data behaves (numbers are the module constants below):
+
+- ``--mode intent``: sessions follow a latent shopping intent with item transitions per intent
+  (jobs/intents.py), so the accuracy ceiling of a test day is computable exactly (``python -m
+  jobs.intents``); no consecutive repeats or duplicate rows. Everything else below applies to both modes.
 
 - Items have Zipf-like popularity and belong to latent topics. Each item has a few successors in its
   topic, and a session mostly walks that Markov chain: the next item depends strongly on the current
@@ -49,6 +54,7 @@ log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
 EVENT_TIME_TYPE = pa.timestamp("ms", tz="UTC")
 FILE_FORMATS = ("parquet", "csv", "jsonl")
+MODES = ("markov", "intent")
 EVENT_FILE_STEM = "events"
 
 # Sessions and visitors.
@@ -311,13 +317,15 @@ def _mask(size: int, rows: np.ndarray) -> pa.Array:
 
 def generate_clickstream(end_day: dt.date, days: int, n_events: int, n_items: int = 5000,
                          n_visitors: int | None = None, seed: int = 1,
-                         dirty_share: float = 0.01) -> pa.Table:
+                         dirty_share: float = 0.01, mode: str = "markov") -> pa.Table:
     """``n_events`` landing-zone events over the ``days`` UTC days ending with ``end_day``.
 
     Columns ``event_time`` (UTC timestamp; ISO-8601 strings when ``dirty_share`` > 0), ``item_id``,
     ``visitor_id``, ``session_id`` (null: sessions come from the inactivity gap), ``event_type``.
     ``n_visitors`` (default: one per ``SESSIONS_PER_VISITOR`` sessions) is the visitor pool; a few more
-    ids appear when a visitor's sessions do not fit in the days. Same arguments, same table.
+    ids appear when a visitor's sessions do not fit in the days. ``mode`` ``intent`` draws the items from
+    ``jobs.intents.build_intent_model(np.random.default_rng(seed), n_items)``, which is how the ceiling
+    recovers the model. Same arguments, same table.
     """
     if days < 1 or n_events < 1 or n_items < 2:
         raise ValueError(f"need days >= 1, n_events >= 1, n_items >= 2; got {days}, {n_events}, {n_items}")
@@ -325,12 +333,22 @@ def generate_clickstream(end_day: dt.date, days: int, n_events: int, n_items: in
         raise ValueError(f"dirty_share must be in [0, 1), got {dirty_share}")
     if n_visitors is not None and n_visitors < 1:
         raise ValueError(f"n_visitors must be positive, got {n_visitors}")
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
     rng = np.random.default_rng(seed)
     first_day = end_day - dt.timedelta(days=days - 1)
     first_ms, end_ms = _epoch_ms(first_day), _epoch_ms(end_day) + DAY_MS
-    catalog = build_catalog(rng, n_items)
-    lengths = session_lengths(rng, n_events)
-    items, duplicate = session_items(rng, catalog, lengths)
+    if mode == "intent":
+        from jobs.intents import build_intent_model, sample_sessions  # it imports this module's constants
+
+        intent_model = build_intent_model(rng, n_items)
+        lengths = session_lengths(rng, n_events)
+        items, _ = sample_sessions(rng, intent_model, lengths)
+        duplicate = np.zeros(n_events, dtype=bool)
+    else:
+        catalog = build_catalog(rng, n_items)
+        lengths = session_lengths(rng, n_events)
+        items, duplicate = session_items(rng, catalog, lengths)
     offsets = within_session_offsets(rng, lengths, duplicate)
     ends = np.cumsum(lengths) - 1
     durations = offsets[ends]
@@ -347,8 +365,8 @@ def generate_clickstream(end_day: dt.date, days: int, n_events: int, n_items: in
         event_time, item_id, visitor_id = _damage(rng, time_ms, item_id, visitor_id, dirty_share, first_ms)
     else:
         event_time = pa.array(time_ms, pa.int64()).cast(EVENT_TIME_TYPE)
-    log.info("generated %d events, %d sessions, %d items over %s .. %s", n_events, len(lengths), n_items,
-             first_day, end_day)
+    log.info("generated %d events (%s mode), %d sessions, %d items over %s .. %s", n_events, mode, len(lengths),
+             n_items, first_day, end_day)
     return pa.table({
         "event_time": event_time,
         "item_id": item_id,
@@ -435,11 +453,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--dirty-share", type=float, default=0.01)
     parser.add_argument("--format", choices=FILE_FORMATS, default="parquet")
+    parser.add_argument("--mode", choices=MODES, default="markov",
+                        help="markov: item-to-item walk; intent: latent intents with a computable ceiling")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     raw_dir = args.raw or load_settings().raw
     table = generate_clickstream(args.end_day, args.days, args.events, n_items=args.items,
-                                 n_visitors=args.visitors, seed=args.seed, dirty_share=args.dirty_share)
+                                 n_visitors=args.visitors, seed=args.seed, dirty_share=args.dirty_share,
+                                 mode=args.mode)
     rows = write_landing_zone(table, raw_dir, args.format)
     print(f"{table.num_rows:,} events in {len(rows)} day folder(s) under {LandingZone(raw_dir).clicks} "
           f"({min(rows)} .. {max(rows)}), format {args.format}")

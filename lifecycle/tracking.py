@@ -15,8 +15,9 @@ Metric names (MLflow names cannot contain ``@``, so ``recall@20`` becomes ``reca
 
 - per epoch, with ``step`` = epoch: ``train_loss``, ``train_pairs_per_s`` (training events per second),
   ``epoch_seconds``, and the validation metrics as ``valid_recall_20``, ``valid_mrr_20``, ...;
-- final: ``test_recall_{K}`` and ``test_mrr_{K}`` for K in 1, 5, 10, 20, plus ``test_n_events`` and
-  ``test_n_sessions`` (what evaluate() counted);
+- final: ``test_recall_{K}``, ``test_mrr_{K}`` and ``test_ndcg_{K}`` for K in 1, 5, 10, 20; beyond
+  accuracy ``test_recall_20_prefix_{1,2,3-4,5-9,10plus}`` (by session prefix length), ``test_coverage_20``
+  and ``test_popularity_20`` (training/evaluate.py); plus ``test_n_events`` and ``test_n_sessions``;
 - baselines on the same split: ``baseline_{name}_recall_{K}``, ``baseline_{name}_mrr_{K}``
   (``baseline_pop_recall_20``), and the artifact ``comparison/metrics.csv``: one row per model.
 
@@ -204,6 +205,34 @@ def recall_figure(results: Mapping[str, Mapping[str, float]], ks: tuple[int, ...
     return figure
 
 
+def beyond_accuracy_figure(results: Mapping[str, Mapping[str, float]], ks: tuple[int, ...] = KS) -> Figure:
+    """Every model side by side beyond Recall/MRR: NDCG@K, Recall@L by session prefix length, catalogue
+    coverage@L and popularity bias@L (L the largest K; evaluate()'s keys, panels without data left empty)."""
+    from training.evaluate import PREFIX_BUCKETS
+
+    longest = max(ks)
+    figure = Figure(figsize=(11, 7), layout="tight")
+    ndcg, prefix, coverage, popularity = figure.subplots(2, 2).flat
+    labels = list(results)
+    buckets = [label for label, _, _ in PREFIX_BUCKETS]
+    for label, metrics in results.items():
+        ndcg.plot(ks, [metrics.get(f"ndcg@{k}", float("nan")) for k in ks], marker="o", label=label)
+        prefix.plot(buckets, [metrics.get(f"recall@{longest}_prefix_{b}", float("nan")) for b in buckets],
+                    marker="o", label=label)
+    ndcg.set(xlabel="K", ylabel="NDCG@K", title="NDCG@K", xticks=list(ks))
+    prefix.set(xlabel="session prefix length", ylabel=f"Recall@{longest}",
+               title=f"Recall@{longest} by session prefix length")
+    for axes, name, title in ((coverage, "coverage", f"Catalogue coverage@{longest}"),
+                              (popularity, "popularity", f"Popularity percentile of top-{longest} lists")):
+        axes.bar(labels, [results[m].get(f"{name}@{longest}", float("nan")) for m in labels])
+        axes.set(title=title, ylim=(0, 1))
+        axes.tick_params(axis="x", labelrotation=30)
+    for axes in (ndcg, prefix):
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize="small")
+    return figure
+
+
 def comparison_table(results: Mapping[str, Mapping[str, float]], ks: tuple[int, ...] = KS) -> pd.DataFrame:
     """One row per model; columns recall@K and mrr@K."""
     columns = [f"{name}@{k}" for name in ("recall", "mrr") for k in ks]
@@ -256,11 +285,13 @@ class TrainingRun:
         logger.info("logged training set %s (digest %s, rows %s)", training_dir, dataset.digest, dataset.profile)
 
     def log_plots(self) -> None:
-        """``plots/loss.png`` (needs epochs) and ``plots/recall_at_k.png`` (needs test results)."""
+        """``plots/loss.png`` (needs epochs), ``plots/recall_at_k.png`` and ``plots/beyond_accuracy.png``
+        (need test results)."""
         if self.history:
             self.client.log_figure(self.run_id, loss_figure(self.history), "plots/loss.png")
         if self.results:
             self.client.log_figure(self.run_id, recall_figure(self.results), "plots/recall_at_k.png")
+            self.client.log_figure(self.run_id, beyond_accuracy_figure(self.results), "plots/beyond_accuracy.png")
 
     def log_model(self, model_dir: Path | str, name: str = "model") -> ModelInfo:
         """The model folder as the run's pyfunc model (model/packaging.py)."""

@@ -59,6 +59,17 @@ class Settings:
     min_item_support: int = 5
     min_session_length: int = 2
     device: str = "auto"
+    # Hyperparameter search (training/tune.py). The study database: empty means SQLite under
+    # <home>/optuna; production: the stack's PostgreSQL (postgresql+psycopg://user:password@host/db).
+    tune_storage: str = ""
+    # Trials one search runs at once on one machine (processes sharing the study); 0: one per CPU core.
+    tune_workers: int = 1
+    tune_trials: int = 30
+    tune_metric: str = "mrr@20"
+    # A trial whose worker has not beaten its heartbeat for twice this long is failed and run again.
+    tune_heartbeat_s: int = 30
+    # The gru4rec_tune DAG's schedule (cron, UTC; for example weekly "0 3 * * 0"); empty: manual runs only.
+    tune_cron: str = ""
     # Promotion gate: candidate may trail the champion by at most this much (absolute) on Recall@20 and
     # MRR@20, and reach on both the best baseline's (other than its own family) plus this margin.
     gate_tolerance: float = 0.01

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from model.data import VOCABULARY_FILE, SessionDataset, Vocabulary, load_split, read_vocabulary
@@ -30,7 +31,7 @@ from model.device import resolve_device
 from model.families import SessionModel
 from training.baselines import BASELINES, fit_baselines
 from training.evaluate import evaluate
-from training.families import DEFAULT_FAMILY, EVALUATION_SLOTS, KS, OnEpoch, evaluate_model, trainer_for
+from training.families import DEFAULT_FAMILY, EVALUATION_SLOTS, KS, OnEpoch, trainer_for
 from training.trainer import CPU_THREADS, EpochStats, torch_threads
 
 logger = logging.getLogger(__name__)
@@ -102,13 +103,15 @@ def load_training_set(training_dir: Path, split: str) -> tuple[Vocabulary, Sessi
 
 
 def evaluate_baselines(train_data: SessionDataset, eval_data: SessionDataset, names: Sequence[str],
-                       seed: int) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """Each baseline fitted on ``train_data`` and evaluated on ``eval_data``: (metrics, seconds) by name."""
+                       seed: int, popularity: np.ndarray | None = None,
+                       ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Each baseline fitted on ``train_data`` and evaluated on ``eval_data``: (metrics, seconds) by name.
+    ``popularity`` (training counts per item) adds the popularity bias of their lists."""
     metrics, seconds = {}, {}
     for name in names:
         start = time.perf_counter()
         scorer = fit_baselines(train_data, names=[name], seed=seed)[name]
-        metrics[name] = evaluate(scorer, eval_data, ks=KS, batch_size=EVALUATION_SLOTS)
+        metrics[name] = evaluate(scorer, eval_data, ks=KS, batch_size=EVALUATION_SLOTS, popularity=popularity)
         seconds[name] = time.perf_counter() - start
     return metrics, seconds
 
@@ -139,8 +142,9 @@ def fit_family(family: str, params: Mapping[str, Any] | None, vocabulary: Vocabu
                              checkpoint_dir=checkpoint_dir, on_progress=on_progress, cpu_threads=cpu_threads)
         if output_dir is not None:
             trainer.save(fitted, Path(output_dir), vocabulary, settings)
-        last = fitted.history[-1].eval_metrics if fitted.history else None
-        metrics = last or evaluate_model(trainer, fitted.model, eval_data)
+        # Evaluated once more (not the last epoch's metrics) for the popularity bias, which needs the counts.
+        metrics = evaluate(trainer.scorer(fitted.model), eval_data, ks=KS, batch_size=EVALUATION_SLOTS,
+                           popularity=vocabulary.counts)
     logger.info("%s: recall@20 %.4f, mrr@20 %.4f in %.1f s", family, metrics["recall@20"], metrics["mrr@20"],
                 fitted.seconds)
     return FamilyFit(family, settings, fitted.model, fitted.history, metrics, fitted.seconds, fitted.pairs)
@@ -164,7 +168,7 @@ def run(training_dir: Path, params: Mapping[str, Any] | None = None, split: str 
                      cpu_threads=cpu_threads)
     with torch_threads(cpu_threads):
         baseline_metrics, baseline_seconds = evaluate_baselines(train_data, eval_data, baselines,
-                                                                int(fit.params.get("seed", 1)))
+                                                                int(fit.params.get("seed", 1)), vocabulary.counts)
     return result_of(fit, vocabulary, target, split, baseline_metrics, baseline_seconds,
                      unknown_events(training_dir, SPLITS[split][1]), output_dir)
 
@@ -252,7 +256,8 @@ def select(training_dir: Path, families: Sequence[str], params: Mapping[str, Map
             for family in families}
     with torch_threads(cpu_threads):
         baseline_metrics, baseline_seconds = evaluate_baselines(train_data, test_data, baselines,
-                                                                int(fits[chosen].params.get("seed", 1)))
+                                                                int(fits[chosen].params.get("seed", 1)),
+                                                                vocabulary.counts)
     result = result_of(fits[chosen], vocabulary, target, "full", baseline_metrics, baseline_seconds,
                        unknown_events(training_dir, "test"), output_dir)
     return Selection(result, metric, validation, {f: fit.metrics for f, fit in fits.items()},

@@ -15,7 +15,7 @@ from dag_test_support import describe_dags
 from sessionrec.config import Settings
 from training.presets import PRESETS
 
-DAG_IDS = {"clickstream_sessionize", "gru4rec_train", "gru4rec_score"}
+DAG_IDS = {"clickstream_sessionize", "gru4rec_train", "gru4rec_score", "gru4rec_tune"}
 PARSE_BUDGET_S = 2.0
 
 GOOD_CONFS: dict[str, list[dict[str, Any]]] = {
@@ -24,6 +24,8 @@ GOOD_CONFS: dict[str, list[dict[str, Any]]] = {
                            "hidden_size": 16, "batch_size": 8, "learning_rate": 0.05, "n_sample": 0,
                            "force_promote": True}],
     "gru4rec_score": [{}, {"ds": "2026-11-21", "top_k": 5, "model": "3"}, {"model": "challenger"}],
+    "gru4rec_tune": [{}, {"ds": "2026-11-21", "trials": 2, "workers": 4, "timeout_minutes": 30.5,
+                          "metric": "recall@20", "family": "gru4rec", "seed": 7}],
 }
 BAD_CONFS: dict[str, list[tuple[dict[str, Any], str]]] = {
     "clickstream_sessionize": [({"ds": "2026-13-01"}, "is not a 'date'"),
@@ -38,6 +40,11 @@ BAD_CONFS: dict[str, list[tuple[dict[str, Any], str]]] = {
                       ({"learning_rate": 0}, "less than or equal to the minimum"),
                       ({"n_sample": -1}, "less than the minimum of 0"),
                       ({"force_promote": "yes"}, "is not of type 'boolean'")],
+    "gru4rec_tune": [({"trials": 0}, "less than the minimum of 1"),
+                     ({"workers": 0}, "less than the minimum of 1"),
+                     ({"timeout_minutes": 0}, "less than or equal to the minimum"),
+                     ({"metric": "auc"}, "is not one of"),
+                     ({"family": "GRU 4"}, "does not match")],
     "gru4rec_score": [({"top_k": 0}, "less than the minimum of 1"),
                       ({"model": "models:/gru4rec@champion"}, "does not match"),
                       ({"model": "0"}, "does not match"),
@@ -125,6 +132,18 @@ def test_training_follows_the_sessions_asset_on_the_gpu_pool_and_queue(
     assert steps["gate"]["outlets"] == [f"{dag_settings.model_name}_model"]
     for other in ("resolve_day", "build_training_set", "register", "gate"):
         assert steps[other]["pool"] != dag_settings.gpu_pool, other
+
+
+def test_the_search_is_manual_by_default_and_maps_its_workers_on_the_gpu_pool_and_queue(
+        report: dict[str, Any], dag_settings: Settings) -> None:
+    dag = report["dags"]["gru4rec_tune"]
+    assert dag["schedule"]["timetable"] == "NullTimetable" and dag["schedule"]["assets"] == []
+    steps = tasks(report, "gru4rec_tune")
+    assert steps["search"]["type"].endswith("MappedOperator")
+    assert steps["search"]["pool"] == dag_settings.gpu_pool and steps["search"]["queue"] == dag_settings.gpu_queue
+    assert steps["search"]["upstream"] == ["prepare", "workers"]
+    assert steps["finish"]["upstream"] == ["prepare", "search"]
+    assert dag["param_defaults"]["trials"] == dag_settings.tune_trials
 
 
 def test_scoring_follows_the_model_asset_and_checks_the_warehouse(

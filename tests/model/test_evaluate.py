@@ -10,7 +10,18 @@ import pytest
 import torch
 
 from model.data import SessionDataset
-from training.evaluate import SessionScorer, conservative_ranks, evaluate, metrics_from_ranks
+from training.evaluate import (
+    PREFIX_BUCKETS,
+    SessionScorer,
+    conservative_ranks,
+    evaluate,
+    list_metrics,
+    metrics_from_ranks,
+    popularity_percentiles,
+    prefix_bucket_metrics,
+    session_events,
+    top_k_mask,
+)
 
 
 def make_dataset(sessions: list[list[int]], n_items: int) -> SessionDataset:
@@ -144,11 +155,20 @@ def test_conservative_rank_rejects_nan_and_bad_shapes() -> None:
 def test_metrics_from_ranks_by_hand() -> None:
     metrics = metrics_from_ranks(np.array([1, 2, 5, 21]), ks=(1, 2, 5, 20))
     assert metrics == pytest.approx({
-        "recall@1": 1 / 4, "mrr@1": 1 / 4,
-        "recall@2": 2 / 4, "mrr@2": (1 + 1 / 2) / 4,
-        "recall@5": 3 / 4, "mrr@5": (1 + 1 / 2 + 1 / 5) / 4,
+        "recall@1": 1 / 4, "mrr@1": 1 / 4, "ndcg@1": 1 / 4,
+        "recall@2": 2 / 4, "mrr@2": (1 + 1 / 2) / 4, "ndcg@2": (1 + 1 / np.log2(3)) / 4,
+        "recall@5": 3 / 4, "mrr@5": (1 + 1 / 2 + 1 / 5) / 4, "ndcg@5": (1 + 1 / np.log2(3) + 1 / np.log2(6)) / 4,
         "recall@20": 3 / 4, "mrr@20": (1 + 1 / 2 + 1 / 5) / 4,
+        "ndcg@20": (1 + 1 / np.log2(3) + 1 / np.log2(6)) / 4,
     })
+
+
+def test_ndcg_of_one_relevant_item_lies_between_mrr_and_recall() -> None:
+    ranks = np.arange(1, 31)
+    metrics = metrics_from_ranks(ranks, ks=(1, 10, 20))
+    assert metrics["ndcg@1"] == metrics["recall@1"] == metrics["mrr@1"]
+    for k in (10, 20):
+        assert metrics[f"mrr@{k}"] < metrics[f"ndcg@{k}"] < metrics[f"recall@{k}"]
 
 
 def test_metrics_from_ranks_rejects_empty_or_zero_ranks() -> None:
@@ -162,19 +182,95 @@ def test_evaluate_hand_computed_sessions_of_different_lengths() -> None:
     data = make_dataset(SESSIONS, n_items=5)
     metrics = evaluate(LastItemScorer(TABLE), data, ks=(1, 2, 4, 5))
     n = len(RANKS)
+    gain = {r: 1 / np.log2(r + 1) for r in (1, 2, 4, 5)}
     assert metrics == pytest.approx({
-        "recall@1": 2 / n, "mrr@1": 2 / n,
-        "recall@2": 3 / n, "mrr@2": (1 + 1 + 1 / 2) / n,
-        "recall@4": 5 / n, "mrr@4": (1 + 1 + 1 / 2 + 1 / 4 + 1 / 4) / n,
+        "recall@1": 2 / n, "mrr@1": 2 / n, "ndcg@1": 2 / n,
+        "recall@2": 3 / n, "mrr@2": (1 + 1 + 1 / 2) / n, "ndcg@2": (2 + gain[2]) / n,
+        "recall@4": 5 / n, "mrr@4": (1 + 1 + 1 / 2 + 1 / 4 + 1 / 4) / n, "ndcg@4": (2 + gain[2] + 2 * gain[4]) / n,
         "recall@5": 1.0, "mrr@5": (1 + 1 + 1 / 2 + 1 / 4 + 1 / 4 + 1 / 5 + 1 / 5) / n,
+        "ndcg@5": (2 + gain[2] + 2 * gain[4] + 2 * gain[5]) / n,
+        # Every target is within 5: each prefix bucket present has recall 1.
+        "recall@5_prefix_1": 1.0, "recall@5_prefix_2": 1.0, "recall@5_prefix_3-4": 1.0,
+        # Top-5 of 5 items: every item is recommended.
+        "coverage@5": 1.0,
         "n_events": 7, "n_sessions": 4,
     })
 
 
+# Prefix lengths of the targets of SESSIONS: A 1, 2, 3; B 1; C 1, 2; E 1. Their ranks: RANKS.
+# Top-2 lists by last item (ties at the 2nd score to the lowest index): 0 -> {1, 2}; 1 -> {0, 2} (0, 2,
+# 3, 4 tie); 2 -> {4, 0} (0..3 tie); 3 -> {2, 4}; 4 -> {0, 1}. Inputs: 0, 1, 2, 3, 4, 3, 0, so the lists
+# hold item 0 three times, 1 three times, 2 five times, 3 never, 4 three times (14 places).
+TOP2_COUNTS = [3, 3, 5, 0, 3]
+# Training counts [10, 5, 5, 1, 0]: percentiles (mean rank / 5) 1.0, 0.7, 0.7, 0.4, 0.2.
+POPULARITY = np.array([10, 5, 5, 1, 0])
+
+
+def test_evaluate_beyond_accuracy_by_hand() -> None:
+    data = make_dataset(SESSIONS, n_items=5)
+    metrics = evaluate(LastItemScorer(TABLE), data, ks=(1, 2), popularity=POPULARITY)
+    assert metrics["recall@2_prefix_1"] == pytest.approx(2 / 4)   # ranks 1, 2, 4, 5
+    assert metrics["recall@2_prefix_2"] == 0.0                    # ranks 4, 5
+    assert metrics["recall@2_prefix_3-4"] == 1.0                  # rank 1
+    assert not any(key.endswith(("prefix_5-9", "prefix_10plus")) for key in metrics)
+    assert metrics["coverage@2"] == pytest.approx(4 / 5)
+    assert metrics["popularity@2"] == pytest.approx((3 * 1.0 + 3 * 0.7 + 5 * 0.7 + 3 * 0.2) / 14)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 512])
+def test_session_events_records_prefix_lengths_and_list_counts(batch_size: int) -> None:
+    data = make_dataset(SESSIONS, n_items=5)
+    results = session_events(LastItemScorer(TABLE), data, batch_size=batch_size, list_length=2)
+    assert sorted(zip(results.prefix_lengths.tolist(), results.ranks.tolist(), strict=True)) == sorted(
+        [(1, 1), (2, 4), (3, 1), (1, 2), (1, 4), (2, 5), (1, 5)])
+    assert results.recommended.tolist() == TOP2_COUNTS
+
+
+def test_top_k_mask_breaks_ties_by_item_index() -> None:
+    scores = torch.tensor([[0.0, 3.0, 2.0, 1.0, 0.0], [1.0, 0.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0, 5.0],
+                           [-np.inf, 1.0, -np.inf, -np.inf, -np.inf]])
+    assert top_k_mask(scores, 2).tolist() == [
+        [False, True, True, False, False], [True, False, True, False, False],
+        [True, False, False, False, True], [True, True, False, False, False]]
+    assert top_k_mask(scores, 9).all()  # longer than the catalogue: every item
+    assert (top_k_mask(scores, 3).sum(dim=1) == 3).all()
+
+
+def test_popularity_percentiles_by_hand() -> None:
+    assert popularity_percentiles(POPULARITY) == pytest.approx([1.0, 0.7, 0.7, 0.4, 0.2])
+    assert popularity_percentiles(np.array([7, 7, 7, 7])) == pytest.approx([0.625] * 4)
+    assert popularity_percentiles(np.array([3])) == pytest.approx([1.0])
+    with pytest.raises(ValueError, match="non-empty 1-D"):
+        popularity_percentiles(np.array([], dtype=np.int64))
+
+
+def test_list_metrics_by_hand_and_checks_the_catalogue_size() -> None:
+    recommended = np.array(TOP2_COUNTS)
+    assert list_metrics(recommended, 2, None) == {"coverage@2": pytest.approx(0.8)}
+    # Recommending only the least popular item gives its percentile; only the most popular, 1.
+    assert list_metrics(np.array([0, 0, 0, 0, 6]), 2, POPULARITY)["popularity@2"] == pytest.approx(0.2)
+    assert list_metrics(np.array([9, 0, 0, 0, 0]), 2, POPULARITY)["popularity@2"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="popularity has 4 items but the scorer ranks 5"):
+        list_metrics(recommended, 2, POPULARITY[:4])
+
+
+def test_prefix_buckets_cover_every_length_once() -> None:
+    lengths = np.array([1, 2, 3, 4, 5, 9, 10, 25])
+    ranks = np.array([1, 30, 1, 30, 30, 1, 1, 30])
+    assert prefix_bucket_metrics(ranks, lengths, 20) == {
+        "recall@20_prefix_1": 1.0, "recall@20_prefix_2": 0.0, "recall@20_prefix_3-4": 0.5,
+        "recall@20_prefix_5-9": 0.5, "recall@20_prefix_10plus": 0.5}
+    assert [label for label, _, _ in PREFIX_BUCKETS] == ["1", "2", "3-4", "5-9", "10plus"]
+    with pytest.raises(ValueError, match="2 ranks but 3 prefix lengths"):
+        prefix_bucket_metrics(np.array([1, 2]), np.array([1, 2, 3]), 20)
+
+
 def test_evaluate_returns_the_documented_keys_in_order() -> None:
-    metrics = evaluate(LastItemScorer(TABLE), make_dataset(SESSIONS, n_items=5))
-    assert list(metrics) == ["recall@1", "mrr@1", "recall@5", "mrr@5", "recall@10", "mrr@10",
-                             "recall@20", "mrr@20", "n_events", "n_sessions"]
+    metrics = evaluate(LastItemScorer(TABLE), make_dataset(SESSIONS, n_items=5), popularity=POPULARITY)
+    assert list(metrics) == ["recall@1", "mrr@1", "ndcg@1", "recall@5", "mrr@5", "ndcg@5",
+                             "recall@10", "mrr@10", "ndcg@10", "recall@20", "mrr@20", "ndcg@20",
+                             "recall@20_prefix_1", "recall@20_prefix_2", "recall@20_prefix_3-4",
+                             "coverage@20", "popularity@20", "n_events", "n_sessions"]
     assert isinstance(metrics["n_events"], int) and isinstance(metrics["n_sessions"], int)
 
 
@@ -191,9 +287,12 @@ def test_evaluate_feeds_each_session_from_an_empty_state(batch_size: int) -> Non
 
 def test_oracle_scores_perfectly_only_with_resets_at_session_boundaries() -> None:
     data = make_dataset([[0, 1, 2], [3, 4], [1, 0, 2, 3], [4, 3, 1]], n_items=5)
-    assert evaluate(OracleScorer(data), data, batch_size=2) == pytest.approx({
-        "recall@1": 1.0, "mrr@1": 1.0, "recall@5": 1.0, "mrr@5": 1.0,
-        "recall@10": 1.0, "mrr@10": 1.0, "recall@20": 1.0, "mrr@20": 1.0, "n_events": 8, "n_sessions": 4,
+    metrics = evaluate(OracleScorer(data), data, batch_size=2)
+    assert {k: v for k, v in metrics.items() if k.split("@")[0] in ("recall", "mrr", "ndcg", "n_events",
+                                                                      "n_sessions")} == pytest.approx({
+        **{f"{name}@{k}": 1.0 for k in (1, 5, 10, 20) for name in ("recall", "mrr", "ndcg")},
+        "recall@20_prefix_1": 1.0, "recall@20_prefix_2": 1.0, "recall@20_prefix_3-4": 1.0,
+        "n_events": 8, "n_sessions": 4,
     })
 
 
@@ -219,10 +318,13 @@ def random_sessions(n_sessions: int, n_items: int, seed: int) -> SessionDataset:
 def test_metrics_do_not_depend_on_batch_size_and_match_a_plain_loop() -> None:
     data = random_sessions(60, n_items=30, seed=3)
     expected = metrics_from_ranks(reference_ranks(PrefixHashScorer(30), data), (1, 5, 10, 20))
-    for batch_size in (1, 3, 7, 512):
-        metrics = evaluate(PrefixHashScorer(30), data, batch_size=batch_size)
-        # Exactly equal: the metrics sum sorted ranks, whatever order the slots produced them in.
-        assert metrics == {**expected, "n_events": data.n_pairs, "n_sessions": int((data.lengths() >= 2).sum())}
+    first = evaluate(PrefixHashScorer(30), data, batch_size=1)
+    assert {k: first[k] for k in expected} == expected
+    assert first["n_events"] == data.n_pairs and first["n_sessions"] == int((data.lengths() >= 2).sum())
+    for batch_size in (3, 7, 512):
+        # Exactly equal: the metrics sum sorted ranks, whatever order the slots produced them in, and
+        # ties in the top-K lists go to the lowest index, whatever the batch.
+        assert evaluate(PrefixHashScorer(30), data, batch_size=batch_size) == first
     assert 0 < expected["recall@5"] < expected["recall@20"] < 1
 
 

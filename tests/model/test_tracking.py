@@ -59,8 +59,10 @@ def test_a_training_run_records_everything(mlflow_settings: Settings, training_d
     monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
     recommender = Recommender.from_directory(trained_model_dir, device="cpu")
     train, test = load_split(training_dir, "train"), load_split(training_dir, "test")
-    test_metrics = evaluate(GRU4RecScorer(recommender.model, "cpu"), test)
-    baselines = {name: evaluate(scorer, test) for name, scorer in fit_baselines(train, ["pop", "spop"]).items()}
+    counts = recommender.vocabulary.counts
+    test_metrics = evaluate(GRU4RecScorer(recommender.model, "cpu"), test, popularity=counts)
+    baselines = {name: evaluate(scorer, test, popularity=counts)
+                 for name, scorer in fit_baselines(train, ["pop", "spop"]).items()}
     params = TrainParams(layers=(32,), epochs=3)
     with training_run(mlflow_settings, LOGICAL_DATE, device="cpu") as run:
         run.log_params({"network": params.network_config(60).to_dict(), "train": params.to_dict()})
@@ -92,6 +94,12 @@ def test_a_training_run_records_everything(mlflow_settings: Settings, training_d
         assert metrics[f"test_mrr_{k}"] == pytest.approx(test_metrics[f"mrr@{k}"])
         assert metrics[f"baseline_pop_recall_{k}"] == pytest.approx(baselines["pop"][f"recall@{k}"])
         assert metrics[f"baseline_spop_mrr_{k}"] == pytest.approx(baselines["spop"][f"mrr@{k}"])
+        assert metrics[f"test_ndcg_{k}"] == pytest.approx(test_metrics[f"ndcg@{k}"])
+    for name in ("coverage_20", "popularity_20", "recall_20_prefix_1", "recall_20_prefix_2"):
+        assert metrics[f"test_{name}"] == pytest.approx(test_metrics[name.replace("_", "@", 1)])
+    # Most-popular recommends the same list to everyone: the least coverage, the most popular items.
+    assert metrics["baseline_pop_coverage_20"] < metrics["test_coverage_20"]
+    assert metrics["baseline_pop_popularity_20"] > metrics["test_popularity_20"]
     assert metrics["test_n_events"] == test_metrics["n_events"]
     assert not any(key.startswith("valid_n_") for key in metrics)
     assert any(key.startswith("system/cpu_utilization") for key in metrics), sorted(metrics)
@@ -115,7 +123,7 @@ def test_a_training_run_records_everything(mlflow_settings: Settings, training_d
     assert {(t.key, t.value) for t in dataset_input.tags} == {("mlflow.data.context", "training")}
 
     artifacts = {a.path for a in client.list_artifacts(run.run_id, "plots")}
-    assert artifacts == {"plots/loss.png", "plots/recall_at_k.png"}
+    assert artifacts == {"plots/loss.png", "plots/recall_at_k.png", "plots/beyond_accuracy.png"}
     local = Path(client.download_artifacts(run.run_id, "plots/loss.png"))
     assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = pd.read_csv(client.download_artifacts(run.run_id, "comparison/metrics.csv"))
