@@ -53,7 +53,7 @@ def test_the_score_dag_serves_a_narm_champion(tmp_path: Path, spark: object) -> 
     client = connect(settings)
     registered = client.get_model_version(settings.model_name, str(version))
     assert registered.tags[FAMILY_TAG] == "narm"
-    assert client.get_model_version_by_alias(settings.model_name, CHAMPION).version == str(version)
+    assert str(client.get_model_version_by_alias(settings.model_name, CHAMPION).version) == str(version)
 
     env = airflow_env.airflow_env(settings, retry_delay_s=1)
     airflow_env.prepare(settings, env)
