@@ -25,7 +25,6 @@ from sessionrec.run import run_dag
 
 DAY = date(2026, 10, 21)
 DAYS = 2
-TOP_K = 4
 EVENTS = 3000
 ITEMS = 150
 # Small and fast: one epoch of a small network (the point is the serving path, not accuracy).
@@ -57,11 +56,10 @@ def test_the_score_dag_serves_a_narm_champion(tmp_path: Path, spark: object) -> 
 
     env = airflow_env.airflow_env(settings, retry_delay_s=1)
     airflow_env.prepare(settings, env)
-    run_dag("gru4rec_score", {"ds": DAY.isoformat(), "model": CHAMPION, "top_k": TOP_K}, env,
-            settings.home / "dag-test-logs")
+    run_dag("gru4rec_score", {"ds": DAY.isoformat(), "model": CHAMPION}, env, settings.home / "dag-test-logs")
 
     record = json.loads(Path(settings.layout.score_stats(DAY)).read_text())
-    assert record["model_version"] == str(version) and record["top_k"] == TOP_K
+    assert record["model_version"] == str(version)
     with connect_warehouse(settings.warehouse_url) as warehouse:
         partition = warehouse.read_partition(DAY)
     assert partition.num_rows == record["rows_written"] > 0
@@ -80,7 +78,7 @@ def test_the_score_dag_serves_a_narm_champion(tmp_path: Path, spark: object) -> 
     pyfunc = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/{version}")
     assert pyfunc.metadata.metadata[FAMILY_TAG] == "narm"
     expected = pyfunc.predict(pd.DataFrame({"session_id": list(sessions), "item_ids": list(sessions.values())}),
-                              params={"k": TOP_K, "exclude_last": settings.exclude_last_item})
+                              params={"k": record["top_k"], "exclude_last": record["exclude_last_item"]})
     served = partition.sort_by([("session_id", "ascending"), ("rank", "ascending")])
     assert pc.count_distinct(served.column("session_id")).as_py() == len(sessions)
     expected = expected.sort_values(["session_id", "rank"])
