@@ -20,7 +20,9 @@ Parts (all by default):
 - ``generated``: training throughput on ``--events`` generated events (``jobs.generate``, sessions by the
   30-minute gap per visitor) for one epoch of the rsc15 preset;
 - ``narm``, ``narm-softmax``: NARM beside GRU4Rec on the sample, and NARM's full vs sampled softmax at
-  10k and 100k items (bench/train_narm.py).
+  10k and 100k items (bench/train_narm.py);
+- ``narm-intent``: NARM, GRU4Rec, SR and V-SKNN on intent-generated data against its exact ceiling, each
+  family's settings chosen on the validation split (bench/train_narm.py);
 - ``step``: the hand-written training step (training/step.py) against the autograd step side by side on
   the sample (rsc15 preset, ``--epochs``, seeds 1-3, each pair of runs interleaved so both see the same
   machine load): pairs/s, Recall@20, MRR@20, peak memory, and the speed-up per seed;
@@ -52,7 +54,14 @@ import pyarrow.compute as pc
 import torch
 
 from bench.common import in_fresh_process, machine, write_results
-from bench.train_narm import NARM_TUNED, print_narm_table, run_narm_parts
+from bench.train_narm import (
+    INTENT_EPOCHS,
+    NARM_TUNED,
+    print_intent_table,
+    print_narm_table,
+    run_intent_part,
+    run_narm_parts,
+)
 from jobs.readers import iter_events
 from model.data import SessionDataset, Vocabulary, dataset_from_table
 from model.network import GRU4RecScorer
@@ -66,7 +75,7 @@ SAMPLE = ROOT.parent / "shared" / "data" / "yoochoose-rsc15-100k"
 TRAIN_FILE, TEST_FILE = "yoochoose-clicks-100k_train_full.txt", "yoochoose-clicks-100k_test.txt"
 RESULTS = ROOT / "bench" / "results" / "train.json"
 PARTS = ("gru4rec", "original", "bpr-max", "baselines", "pipeline", "generated", "narm", "narm-softmax",
-         "step", "scale", "warm")
+         "narm-intent", "step", "scale", "warm")
 KS = (1, 5, 10, 20)
 PIPELINE_DAYS = [dt.date(2014, 4, 1) + dt.timedelta(days=d) for d in range(7)]
 BPR_MAX = {**PRESETS["rsc15"], "loss": "bpr-max", "elu_param": 0.5, "bpreg": 1.0, "learning_rate": 0.05}
@@ -405,6 +414,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--events", type=int, help="generated events (default 1,000,000; 100,000 with --quick)")
     parser.add_argument("--narm-paper", action="store_true",
                         help="NARM with the paper's settings (30 epochs) instead of those tuned on the sample")
+    parser.add_argument("--intent-epochs", type=int,
+                        help=f"most epochs tried on the intent data's validation split (default {INTENT_EPOCHS}, "
+                             "3 with --quick)")
+    parser.add_argument("--intent-scratch", default=str(ROOT / "var" / "bench-search"),
+                        help="the intent data set, prepared once and reused (bench/search.py's; default: %(default)s)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON results (default: %(default)s)")
     args = parser.parse_args(argv)
     parts = args.only.split(",") if args.only else [p for p in PARTS if not (args.quick and p == "pipeline")]
@@ -414,6 +428,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.parts = parts
     args.epochs = args.epochs or (2 if args.quick else 10)
     args.events = args.events or (100_000 if args.quick else 1_000_000)
+    args.intent_epochs = args.intent_epochs or (3 if args.quick else INTENT_EPOCHS)
     return args
 
 
@@ -424,8 +439,13 @@ def main(argv: list[str] | None = None) -> int:
     narm_values = {"epochs": 30, "patience": 0} if args.narm_paper else NARM_TUNED
     rows += run_narm_parts(args.parts, args.epochs, args.threads, narm_values,
                            softmax_pairs=5_000 if args.quick else 20_000)
+    if "narm-intent" in args.parts:
+        intent_rows, intent = run_intent_part(args.threads, args.intent_epochs, args.intent_scratch)
+        rows += intent_rows
+        extra.update(intent)
     print_table(rows)
     print_narm_table(rows)
+    print_intent_table(rows)
     result = {
         "started": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(), "seconds": round(time.time() - started),
         "settings": {"parts": args.parts, "epochs": args.epochs, "threads": args.threads, "events": args.events},

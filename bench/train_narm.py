@@ -7,6 +7,13 @@
   both saved models loaded in one more process and taking turns, best of 5 rounds each).
 - ``narm-softmax``: training pairs/s of the full and the sampled softmax at 10k and 100k items
   (generated sessions: random walks over the items), a fixed number of mini-batches each.
+- ``narm-intent``: NARM, GRU4Rec, SR and V-SKNN on intent-driven generated data with a known ceiling
+  (bench/search.py's data set: ``jobs.generate --mode intent`` through the pipeline's jobs, prepared once
+  under ``--intent-scratch`` and reused), each as a share of the exact Bayes-optimal Recall@20 / MRR@20 of
+  the test split and beside the last-item oracle (``jobs.intents``, conditioned on the vocabulary). Each
+  family's settings are chosen on ``train_tr`` / ``valid`` only: every candidate of ``INTENT_CANDIDATES``
+  is trained for up to ``--intent-epochs`` epochs with ``valid`` measured after each, and the best
+  (candidate, epoch count) by validation MRR@20 is then trained on ``train`` and evaluated once on ``test``.
 
 NARM's settings come from ``NARM_TUNED`` (chosen on the sample's validation split: the last day of the
 train file, made by :func:`tuning_split`; never on the test file), or from the paper's defaults with
@@ -31,7 +38,7 @@ from model.data import SessionDataset, Vocabulary, dataset_from_table
 from model.narm import NARMScorer
 from model.network import GRU4RecScorer
 from model.recommender import Recommender
-from training.evaluate import metrics_from_ranks, session_ranks
+from training.evaluate import evaluate, metrics_from_ranks, session_ranks
 from training.narm_trainer import NARMParams
 from training.narm_trainer import train as train_narm
 from training.presets import PRESETS
@@ -44,6 +51,22 @@ SCORING_CHUNK = 512
 # Chosen on the sample's validation split (tuning_split), see the report of issue 13.
 NARM_TUNED: dict[str, Any] = {"learning_rate": 0.005, "batch_size": 256, "epochs": 11, "dropout_embed": 0.4,
                               "dropout_context": 0.6, "patience": 0}
+
+
+# The settings tried on the intent data's validation split, per family (each candidate's epoch count, up to
+# --intent-epochs, is chosen on validation too): NARM with the paper's defaults and two faster learning
+# schedules; GRU4Rec with the rsc15 preset (cross-entropy), a lower learning rate, and BPR-max.
+INTENT_CANDIDATES: dict[str, list[dict[str, Any]]] = {
+    "narm": [{"patience": 0}, {"patience": 0, "learning_rate": 0.003, "batch_size": 128},
+             {"patience": 0, "learning_rate": 0.01, "batch_size": 128}],
+    "gru4rec": [dict(PRESETS["rsc15"]), {**PRESETS["rsc15"], "learning_rate": 0.1},
+                {**PRESETS["rsc15"], "loss": "bpr-max", "elu_param": 0.5, "bpreg": 1.0, "learning_rate": 0.05,
+                 "logq": 0.0}],
+    "sr": [{}],
+    "vsknn": [{}],
+}
+INTENT_EPOCHS = 30
+INTENT_SELECTION_METRIC = "mrr@20"
 
 
 # --- data ---
@@ -158,6 +181,123 @@ def measure_softmax(n_items: int, softmax: str, threads: int, n_pairs: int) -> d
     label = "full softmax" if softmax == "full" else f"sampled softmax ({params.n_sample})"
     return {"part": "narm-softmax", "model": f"narm ({label})", "data": f"generated, {n_items:,} items",
             "train_seconds": round(stats.seconds, 1), "pairs_per_s": round(stats.pairs_per_s)}
+
+
+def _intent_training_dir(scratch: str) -> Path:
+    from bench.search import INTENT, _settings
+    from sessionrec.layout import local_path
+
+    return local_path(_settings(Path(scratch) / "intent").layout.training_set(INTENT["end_day"]))
+
+
+def prepare_intent(scratch: str) -> dict[str, Any]:
+    """bench/search.py's intent data set through the pipeline (kept under ``scratch``, reused when there),
+    and the exact ceilings of its test split."""
+    import datetime as dt
+
+    from bench.search import INTENT, _sessionize_and_build, _settings
+    from jobs.generate import generate_clickstream, write_landing_zone
+    from jobs.intents import build_intent_model, ceiling, read_known_items, read_split_sessions
+
+    settings = _settings(Path(scratch) / "intent")
+    training_dir = _intent_training_dir(scratch)
+    started = time.perf_counter()
+    if not (training_dir / "items.parquet").is_file():
+        end = INTENT["end_day"]
+        table = generate_clickstream(end, INTENT["days"], INTENT["events"], n_items=INTENT["items"],
+                                     seed=INTENT["seed"], dirty_share=0.0, mode="intent")
+        write_landing_zone(table, settings.raw)
+        _sessionize_and_build(settings, [end - dt.timedelta(days=d) for d in range(INTENT["days"] - 1, -1, -1)],
+                              keep_repeats=False)
+    model = build_intent_model(np.random.default_rng(INTENT["seed"]), INTENT["items"])
+    bound = ceiling(model, *read_split_sessions(training_dir, "test"),
+                    known=read_known_items(training_dir, INTENT["items"])).to_dict()
+    return {"ceiling": bound, "prepare_seconds": round(time.perf_counter() - started, 1),
+            "data": {key: str(value) for key, value in INTENT.items()}}
+
+
+def tune_on_validation(family: str, candidates: list[dict[str, Any]], max_epochs: int, threads: int,
+                       scratch: str) -> dict[str, Any]:
+    """Every candidate of ``family`` fitted on ``train_tr`` and measured on ``valid`` (after each epoch for an
+    iterative family); the best (candidate, epoch count) by validation MRR@20. The test split is not read."""
+    from training.experiment import fit_family, load_training_set
+
+    vocabulary, train_tr, valid = load_training_set(_intent_training_dir(scratch), "tuning")
+    trials = []
+    for candidate in candidates:
+        values = {**candidate, "epochs": max_epochs} if family in ("narm", "gru4rec") else dict(candidate)
+        fit = fit_family(family, values, vocabulary, train_tr, valid, torch.device("cpu"), cpu_threads=threads)
+        if fit.epochs:
+            curve = [round(s.eval_metrics[INTENT_SELECTION_METRIC], 4) for s in fit.epochs]
+            best = int(np.argmax(curve))
+            trials.append({"params": {**candidate, "epochs": fit.epochs[best].epoch}, "valid": curve[best],
+                           "valid_curve": curve})
+        else:
+            trials.append({"params": dict(candidate), "valid": round(fit.metrics[INTENT_SELECTION_METRIC], 4)})
+    chosen = max(trials, key=lambda trial: trial["valid"])  # first of the best on ties
+    return {"family": family, "chosen": chosen["params"], "valid": chosen["valid"], "trials": trials}
+
+
+def measure_intent(family: str, values: dict[str, Any], threads: int, scratch: str) -> dict[str, Any]:
+    """``family`` with ``values`` fitted on ``train`` (no evaluation during fitting) and evaluated on ``test``."""
+    from training.experiment import load_training_set
+    from training.families import EVALUATION_SLOTS, trainer_for
+
+    vocabulary, train_data, test_data = load_training_set(_intent_training_dir(scratch), "full")
+    trainer = trainer_for(family)
+    settings = trainer.params(values)
+    fitted = trainer.fit(train_data, settings, torch.device("cpu"), cpu_threads=threads)
+    with torch_threads(threads):
+        metrics = evaluate(trainer.scorer(fitted.model), test_data, ks=KS, batch_size=EVALUATION_SLOTS)
+    return {"part": "narm-intent", "model": family, "data": "intent (generated)",
+            **{key: round(metrics[key], 4) for key in ("recall@20", "mrr@20", "ndcg@20")},
+            "train_seconds": round(fitted.seconds, 2),
+            "pairs_per_s": round(fitted.pairs_per_s) if fitted.history else None, "params": settings}
+
+
+def run_intent_part(threads: int, max_epochs: int, scratch: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The ``narm-intent`` rows (with their shares of the ceiling) and the preparation and tuning details."""
+    from bench.common import in_fresh_process
+
+    prepared = in_fresh_process(prepare_intent, scratch)
+    bound = prepared["ceiling"]
+    ceiling_row = {"recall@20": bound["bayes_recall@20"], "mrr@20": bound["bayes_mrr@20"]}
+    oracle_row = {"recall@20": bound["last_item_oracle_recall@20"], "mrr@20": bound["last_item_oracle_mrr@20"]}
+    computed = {key: prepared[key] for key in ("load_avg_before", "load_avg_after")}
+    rows = [{"part": "narm-intent", "model": "Bayes-optimal (ceiling)", "data": "intent (generated)",
+             **{k: round(v, 4) for k, v in ceiling_row.items()}, **computed},
+            {"part": "narm-intent", "model": "last-item oracle", "data": "intent (generated)",
+             **{k: round(v, 4) for k, v in oracle_row.items()}, **computed}]
+    tuning = {}
+    for family, candidates in INTENT_CANDIDATES.items():
+        tuning[family] = in_fresh_process(tune_on_validation, family, candidates, max_epochs, threads, scratch)
+        rows.append(in_fresh_process(measure_intent, family, tuning[family]["chosen"], threads, scratch))
+    for row in rows:
+        for metric in ("recall@20", "mrr@20"):
+            name = metric.split("@")[0]
+            row[f"share_{name}_ceiling"] = round(row[metric] / ceiling_row[metric], 3)
+            row[f"share_{name}_oracle"] = round(row[metric] / oracle_row[metric], 3)
+    return rows, {"intent": {**{k: prepared[k] for k in ("ceiling", "prepare_seconds", "data")},
+                             "selection_metric": INTENT_SELECTION_METRIC, "max_epochs": max_epochs,
+                             "tuning": tuning}}
+
+
+def print_intent_table(rows: list[dict[str, Any]]) -> None:
+    """The intent rows: accuracy, cost, and each one's share of the Bayes-optimal ceiling and of the oracle."""
+    rows = [row for row in rows if row["part"] == "narm-intent"]
+    if not rows:
+        return
+    header = (f"{'model (intent data)':<26} {'recall@20':>9} {'mrr@20':>7} {'ndcg@20':>7} {'train s':>8} "
+              f"{'pairs/s':>8} {'peak MB':>8} {'R/bayes':>7} {'M/bayes':>7} {'R/oracle':>8} {'M/oracle':>8}")
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        cells = [f"{row[key]:>{width}{spec}}" if row.get(key) is not None else " " * (width - 1) + "-"
+                 for key, width, spec in (("recall@20", 9, ".4f"), ("mrr@20", 7, ".4f"), ("ndcg@20", 7, ".4f"),
+                                          ("train_seconds", 8, ""), ("pairs_per_s", 8, ","), ("peak_rss_mb", 8, ""),
+                                          ("share_recall_ceiling", 7, ".3f"), ("share_mrr_ceiling", 7, ".3f"),
+                                          ("share_recall_oracle", 8, ".3f"), ("share_mrr_oracle", 8, ".3f"))]
+        print(f"{row['model']:<26} {' '.join(cells)}")
 
 
 def run_narm_parts(parts: list[str], epochs: int, threads: int, narm_values: dict[str, Any],
