@@ -86,27 +86,38 @@ def _rows_of(label: str, result: Any, ceiling: dict[str, float] | None) -> list[
     return rows
 
 
-def measure_intent(scratch: str, trials: int, timeout_minutes: float, workers: int) -> dict[str, Any]:
+def prepare_intent(scratch: str) -> tuple[Path, dict[str, float]]:
+    """The intent data set through the pipeline (kept under ``scratch``, reused when there): its training
+    set folder and the exact ceilings of its test split, over the items its vocabulary holds (the split
+    keeps only known targets, so the ceiling is conditioned on them, as ``python -m jobs.intents``)."""
     import numpy as np
 
     from jobs.generate import generate_clickstream, write_landing_zone
-    from jobs.intents import build_intent_model, ceiling, read_split_sessions
+    from jobs.intents import build_intent_model, ceiling, read_known_items, read_split_sessions
     from sessionrec.layout import local_path
-    from training import tune
 
     settings = _settings(Path(scratch) / "intent")
     end = INTENT["end_day"]
-    days = [end - dt.timedelta(days=d) for d in range(INTENT["days"] - 1, -1, -1)]
     training_dir = local_path(settings.layout.training_set(end))
-    started = time.perf_counter()
     if not (training_dir / "items.parquet").is_file():
         table = generate_clickstream(end, INTENT["days"], INTENT["events"], n_items=INTENT["items"],
                                      seed=INTENT["seed"], dirty_share=0.0, mode="intent")
         write_landing_zone(table, settings.raw)
-        _sessionize_and_build(settings, days, keep_repeats=False)
-    prepare_seconds = time.perf_counter() - started
+        _sessionize_and_build(settings, [end - dt.timedelta(days=d) for d in range(INTENT["days"] - 1, -1, -1)],
+                              keep_repeats=False)
     model = build_intent_model(np.random.default_rng(INTENT["seed"]), INTENT["items"])
-    bound = ceiling(model, *read_split_sessions(training_dir, "test")).to_dict()
+    bound = ceiling(model, *read_split_sessions(training_dir, "test"),
+                    known=read_known_items(training_dir, INTENT["items"])).to_dict()
+    return training_dir, bound
+
+
+def measure_intent(scratch: str, trials: int, timeout_minutes: float, workers: int) -> dict[str, Any]:
+    from training import tune
+
+    settings = _settings(Path(scratch) / "intent")
+    started = time.perf_counter()
+    training_dir, bound = prepare_intent(scratch)
+    prepare_seconds = time.perf_counter() - started
     reference = {"recall@20": bound["bayes_recall@20"], "mrr@20": bound["bayes_mrr@20"]}
     rows = [{"model": "Bayes-optimal (ceiling)", **_accuracy(reference), "share_recall": 1.0, "share_mrr": 1.0},
             {"model": "last-item oracle", "recall@20": round(bound["last_item_oracle_recall@20"], 4),

@@ -191,27 +191,12 @@ def _intent_training_dir(scratch: str) -> Path:
 
 
 def prepare_intent(scratch: str) -> dict[str, Any]:
-    """bench/search.py's intent data set through the pipeline (kept under ``scratch``, reused when there),
-    and the exact ceilings of its test split."""
-    import datetime as dt
+    """bench/search.py's intent data set and the exact ceilings of its test split (bench.search.prepare_intent)."""
+    from bench.search import INTENT
+    from bench.search import prepare_intent as prepare
 
-    from bench.search import INTENT, _sessionize_and_build, _settings
-    from jobs.generate import generate_clickstream, write_landing_zone
-    from jobs.intents import build_intent_model, ceiling, read_known_items, read_split_sessions
-
-    settings = _settings(Path(scratch) / "intent")
-    training_dir = _intent_training_dir(scratch)
     started = time.perf_counter()
-    if not (training_dir / "items.parquet").is_file():
-        end = INTENT["end_day"]
-        table = generate_clickstream(end, INTENT["days"], INTENT["events"], n_items=INTENT["items"],
-                                     seed=INTENT["seed"], dirty_share=0.0, mode="intent")
-        write_landing_zone(table, settings.raw)
-        _sessionize_and_build(settings, [end - dt.timedelta(days=d) for d in range(INTENT["days"] - 1, -1, -1)],
-                              keep_repeats=False)
-    model = build_intent_model(np.random.default_rng(INTENT["seed"]), INTENT["items"])
-    bound = ceiling(model, *read_split_sessions(training_dir, "test"),
-                    known=read_known_items(training_dir, INTENT["items"])).to_dict()
+    _, bound = prepare(scratch)
     return {"ceiling": bound, "prepare_seconds": round(time.perf_counter() - started, 1),
             "data": {key: str(value) for key, value in INTENT.items()}}
 
