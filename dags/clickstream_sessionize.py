@@ -40,9 +40,8 @@ from dag_support.tasks import resolve_day
 from sessionrec.config import load_settings
 
 settings = load_settings()
+lake = settings.layout
 sessions = sessions_asset(settings)
-# docs/CONTRACTS.md section 1: one landing folder per UTC day (a glob: hidden temporary files don't count).
-LANDING_DAY_FILES = "{raw}/clicks/ds={ds}/*"
 
 with DAG(
     dag_id="clickstream_sessionize",
@@ -61,7 +60,8 @@ with DAG(
     landing = FileSensor(
         task_id="wait_for_landing_zone",
         task_display_name="Wait for the landing zone",
-        filepath=LANDING_DAY_FILES.format(raw=settings.raw, ds=RUN_DAY),
+        # Any visible file of the day's landing folder (a glob: hidden temporary files don't count).
+        filepath=f"{lake.raw_day(RUN_DAY)}/*",
         deferrable=True,
         poke_interval=300,
         timeout=int(timedelta(hours=6).total_seconds()),
@@ -77,7 +77,7 @@ with DAG(
     @task(outlets=[sessions], task_display_name="Check the stats")
     def check_stats(day: str, outlet_events: Any = None) -> dict[str, Any]:
         """Check the day's stats and record the sessions asset event with the day and its counts."""
-        location = f"{settings.stats_dir}/ds={day}.json"
+        location = lake.sessionize_stats(day)
         try:
             summary = check_session_stats(read_json(location), settings.max_quarantine_share, location)
         except DataCheckError as exc:

@@ -33,7 +33,7 @@ from dag_support.params import scoring_params
 from dag_support.spark import spark_job
 from dag_support.tasks import resolve_day
 
-from sessionrec.config import load_settings
+from sessionrec.config import load_settings, redact
 
 settings = load_settings()
 recommendations = recommendations_asset()
@@ -55,20 +55,15 @@ with DAG(
     @task(task_display_name="Resolve the model version")
     def resolve_model(params: dict[str, Any] | None = None) -> str:
         """``models:/<name>/<version>`` for the Param's version or alias; fails clearly if there is none."""
-        from mlflow.exceptions import MlflowException
-        from mlflow.tracking import MlflowClient
+        from lifecycle.connection import connect
+        from lifecycle.registry import ModelNotFound, ModelReference, resolve_version
 
         reference = str((params or {}).get("model") or "champion")
-        uri = settings.mlflow_tracking_uri
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         try:
-            found = (client.get_model_version(settings.model_name, reference) if reference.isdigit()
-                     else client.get_model_version_by_alias(settings.model_name, reference))
-        except MlflowException as exc:
-            raise AirflowFailException(
-                f"model {settings.model_name!r} has no version {reference!r} in the registry "
-                f"({exc.message}); train one with gru4rec_train or pass an existing version") from exc
-        return f"models:/{settings.model_name}/{found.version}"
+            version = resolve_version(connect(settings), reference, settings.model_name)
+        except ModelNotFound as exc:
+            raise AirflowFailException(f"{exc}; train one with gru4rec_train or pass an existing version") from exc
+        return str(ModelReference(settings.model_name, version=version))
 
     model_uri = resolve_model()
 
@@ -79,9 +74,9 @@ with DAG(
     @task(outlets=[recommendations], task_display_name="Check the warehouse partition")
     def check_partition(day: str, outlet_events: Any = None) -> dict[str, Any]:
         """Compare partition D of the warehouse with the scoring run's record."""
-        from jobs.warehouse import connect, redact
+        from jobs.warehouse import connect
 
-        record_location = f"{settings.stats_dir}/score/ds={day}.json"
+        record_location = settings.layout.score_stats(day)
         with connect(settings.warehouse_url) as warehouse:
             partition = warehouse.read_partition(date.fromisoformat(day))
         source = f"{redact(settings.warehouse_url)} session_recommendations ds={day}"

@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 from sessionrec.airflow_env import bootstrap_objects, run_airflow
 from sessionrec.config import Settings, load_settings
+from sessionrec.layout import is_remote, local_path
 
 log = logging.getLogger("bootstrap_airflow")
 
@@ -122,11 +123,12 @@ def import_objects(kind: str, objects: Mapping[str, Any], env: Mapping[str, str]
 
 
 def create_landing_zone(settings: Settings) -> None:
-    if "://" in settings.raw:
-        log.info("remote landing zone %s: nothing to create", settings.raw)
+    clicks = settings.layout.landing.clicks
+    if is_remote(clicks):
+        log.info("remote landing zone %s: nothing to create", clicks)
         return
-    Path(settings.raw, "clicks").mkdir(parents=True, exist_ok=True)
-    log.info("landing zone: %s/clicks/ds=YYYY-MM-DD/", settings.raw)
+    local_path(clicks).mkdir(parents=True, exist_ok=True)
+    log.info("landing zone: %s/", settings.layout.raw_day("YYYY-MM-DD"))
 
 
 def main() -> int:

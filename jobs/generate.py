@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 
 from jobs.landing import day_dir, temporary_path
 from sessionrec.config import load_settings
+from sessionrec.layout import LandingZone
 
 log = logging.getLogger(__name__)
 
@@ -440,7 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     table = generate_clickstream(args.end_day, args.days, args.events, n_items=args.items,
                                  n_visitors=args.visitors, seed=args.seed, dirty_share=args.dirty_share)
     rows = write_landing_zone(table, raw_dir, args.format)
-    print(f"{table.num_rows:,} events in {len(rows)} day folder(s) under {raw_dir}/clicks "
+    print(f"{table.num_rows:,} events in {len(rows)} day folder(s) under {LandingZone(raw_dir).clicks} "
           f"({min(rows)} .. {max(rows)}), format {args.format}")
     return 0
 

@@ -68,6 +68,16 @@ def upload(spark: SparkSession, local: Path, target: str) -> None:
     fs.copyFromLocalFile(False, True, spark._jvm.org.apache.hadoop.fs.Path(str(local.resolve())), jtarget)
 
 
+def local_copy(spark: SparkSession, folder: str, scratch: Path) -> Path:
+    """``folder`` on the driver's disk: itself for a local lake, else a copy under ``scratch``."""
+    fs, jpath = hadoop_path(spark, folder)
+    if fs.getScheme() == "file":
+        return Path(jpath.toUri().getPath())
+    copy = scratch / jpath.getName()
+    fs.copyToLocalFile(False, jpath, spark._jvm.org.apache.hadoop.fs.Path(str(copy.resolve())), True)
+    return copy
+
+
 @contextmanager
 def staging_folder(spark: SparkSession, path: str) -> Iterator[str]:
     """``path``, emptied first and removed on exit whether the block succeeded or not."""

@@ -29,26 +29,17 @@ import pyarrow.parquet as pq
 
 from jobs.readers import EVENT_SCHEMA, FORMATS, ReaderError, iter_events
 from sessionrec.config import load_settings
+from sessionrec.layout import LandingZone, local_path, partition_day
 
 log = logging.getLogger(__name__)
 
-CLICKS_DIR = "clicks"
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".lz4")
 
 
-def local_dir(uri: str) -> Path:
-    """The local folder behind ``uri`` (a path or ``file://`` URI); other schemes are refused."""
-    if uri.startswith("file://"):
-        return Path(uri.removeprefix("file://"))
-    if "://" in uri:
-        raise ValueError(f"landing zone {uri!r}: expected a local folder or file:// URI "
-                         "(copy the landed files to object storage separately)")
-    return Path(uri)
-
-
 def day_dir(raw_dir: str | Path, day: dt.date) -> Path:
-    """``RAW/clicks/ds=YYYY-MM-DD``."""
-    return local_dir(str(raw_dir)) / CLICKS_DIR / f"ds={day.isoformat()}"
+    """Day ``day``'s folder of a local landing zone (this tool writes no object store: copy the landed files
+    there separately)."""
+    return local_path(LandingZone(str(raw_dir)).day(day))
 
 
 def temporary_path(final: Path) -> Path:
@@ -115,8 +106,8 @@ class DayFiles:
 def remove_stale_days(raw_dir: str | Path, file_name: str, keep: set[dt.date]) -> list[Path]:
     """Delete ``RAW/clicks/ds=*/<file_name>`` for days not in ``keep`` (left by an earlier landing)."""
     removed = []
-    for path in sorted((local_dir(str(raw_dir)) / CLICKS_DIR).glob(f"ds=*/{file_name}")):
-        day = dt.date.fromisoformat(path.parent.name.removeprefix("ds="))
+    for path in sorted(local_path(LandingZone(str(raw_dir)).clicks).glob(f"ds=*/{file_name}")):
+        day = partition_day(path.parent.name)
         if day not in keep:
             path.unlink()
             removed.append(path)
@@ -141,7 +132,7 @@ def summary(input_path: str | Path, raw_dir: str | Path, rows: dict[dt.date, int
     if not rows:
         return f"{input_path}: no events; nothing landed in {raw_dir}"
     days = sorted(rows)
-    return (f"{input_path}: {sum(rows.values()):,} events landed in {Path(raw_dir) / CLICKS_DIR} "
+    return (f"{input_path}: {sum(rows.values()):,} events landed in {LandingZone(str(raw_dir)).clicks} "
             f"over {len(days)} day(s), {days[0]} .. {days[-1]}")
 
 

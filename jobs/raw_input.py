@@ -22,10 +22,10 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from jobs.lake import hadoop_path, midnight
+from sessionrec.layout import LandingZone
 
 logger = logging.getLogger(__name__)
 
-CLICKS_DIR = "clicks"
 EVENT_TIME, ITEM_ID, VISITOR_ID, SESSION_ID, EVENT_TYPE = (
     "event_time", "item_id", "visitor_id", "session_id", "event_type")
 CONTRACT_COLUMNS = (EVENT_TIME, ITEM_ID, VISITOR_ID, SESSION_ID, EVENT_TYPE)
@@ -111,11 +111,6 @@ class InputCounts:
     @property
     def rows_quarantined(self) -> int:
         return sum(self.quarantined_by_reason().values())
-
-
-def day_dir(raw: str, day: dt.date) -> str:
-    """``RAW/clicks/ds=YYYY-MM-DD``."""
-    return f"{raw.rstrip('/')}/{CLICKS_DIR}/ds={day.isoformat()}"
 
 
 def _format_of(name: str) -> str | None:
@@ -268,14 +263,15 @@ def read_landing_days(spark: SparkSession, raw: str, ds: dt.date) -> DataFrame:
 
     A missing or empty folder for D is an error; a missing D-1 is normal (the first day of a lake).
     """
-    directory = day_dir(raw, ds)
+    landing = LandingZone(raw)
+    directory = landing.day(ds)
     day_files = list_day_files(spark, directory)
     if day_files is None:
         raise RawInputError(f"{directory}: landing zone of day {ds} not found")
     if not day_files:
         raise RawInputError(f"{directory}: no data files for day {ds}; expected files ending in "
                             f"{', '.join(FORMATS)}")
-    previous = day_dir(raw, ds - dt.timedelta(days=1))
+    previous = landing.day(ds - dt.timedelta(days=1))
     lookback_files = list_day_files(spark, previous) or []
     if not lookback_files:
         logger.info("%s: no look-back files (normal on the first day); sessions start on %s", previous, ds)

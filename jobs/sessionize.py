@@ -27,7 +27,6 @@ import logging
 import math
 import sys
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,13 +49,13 @@ from jobs.raw_input import (
     InputCounts,
     check_quarantine_share,
     count_rows,
-    day_dir,
     quarantine_rows,
     read_landing_days,
     used_events,
 )
 from jobs.spark import job_session
 from sessionrec.config import Settings, load_settings
+from sessionrec.layout import Lake
 
 logger = logging.getLogger(__name__)
 
@@ -210,11 +209,8 @@ def input_stats(counts: InputCounts) -> dict[str, Any]:
 
 # --- outputs ---
 
-def output_paths(lake: str, ds: dt.date) -> dict[str, str]:
-    lake = lake.rstrip("/")
-    return {"sessions": f"{lake}/sessions/ds={ds.isoformat()}",
-            "quarantine": f"{lake}/quarantine/ds={ds.isoformat()}",
-            "stats": f"{lake}/stats/ds={ds.isoformat()}.json"}
+def output_paths(lake: Lake, ds: dt.date) -> dict[str, str]:
+    return {"sessions": lake.sessions(ds), "quarantine": lake.quarantine(ds), "stats": lake.sessionize_stats(ds)}
 
 
 # --- the job ---
@@ -239,7 +235,8 @@ def sessionize(spark: SparkSession, raw: str, lake: str, ds: dt.date, gap_minute
     # Not cached: re-reading the input for the counts and the quarantine measured faster than caching it
     # (1M events, Parquet and CSV); the sessionized events are cached instead (see _write_outputs).
     rows = read_landing_days(spark, raw, ds)
-    counts = count_rows(rows, ds, day_dir(raw, ds))
+    layout = Lake(lake, raw)
+    counts = count_rows(rows, ds, layout.raw_day(ds))
     logger.info("day %s: %d rows read from %d file(s), %d kept, %d quarantined %s; look-back %d read, %d used",
                 ds, counts.rows_read, len(counts.day_files()), counts.rows_kept, counts.rows_quarantined,
                 counts.quarantined_by_reason(), sum(f.rows for f in counts.lookback_files()),
@@ -247,9 +244,8 @@ def sessionize(spark: SparkSession, raw: str, lake: str, ds: dt.date, gap_minute
     check_quarantine_share(counts, max_quarantine_share)
     stats = {"ds": ds.isoformat(), "raw": raw, "gap_minutes": gap_minutes, "keep_repeats": keep_repeats,
              "max_quarantine_share": max_quarantine_share, **input_stats(counts)}
-    paths = output_paths(lake, ds)
-    unique = f"{lake.rstrip('/')}/_staging/sessionize-{ds.isoformat()}-{uuid.uuid4().hex}"
-    with staging_folder(spark, unique) as staging:
+    paths = output_paths(layout, ds)
+    with staging_folder(spark, layout.staging("sessionize", ds)) as staging:
         stats.update(_write_outputs(spark, rows, ds, gap_minutes, keep_repeats, staging))
         stats["outputs"] = paths
         stats["elapsed_s"] = round(time.monotonic() - started, 3)

@@ -1,4 +1,25 @@
-"""Building the SparkSession the jobs run in, with the settings that keep local runs quiet and contained."""
+"""The SparkSession the jobs run in: what their correctness needs, and defaults only for a local master they
+start themselves.
+
+Always set, whoever started Spark (:data:`REQUIRED`): UTC as the session time zone (landing-zone times
+without a zone are UTC, days are UTC days), Parquet timestamps as UTC-adjusted TIMESTAMP_MICROS (Spark's
+default, INT96, reads back without a zone in pyarrow; docs/CONTRACTS.md wants UTC timestamps) and Arrow
+(scoring exchanges Arrow batches with the Python workers).
+
+Everything else (shuffle partitions, adaptive execution, memory, executors) belongs to whoever runs the
+job: ``spark-submit --conf`` / ``--driver-memory``, the Airflow connection's conf, the cluster's
+spark-defaults.conf. A job started with spark-submit gets nothing else from here.
+
+A job that starts its own JVM (``python -m jobs.<job>``, ``make run``, the tests) runs a local master, and
+gets these defaults for every key nobody set (spark-defaults.conf, ``PYSPARK_SUBMIT_ARGS``):
+
+- ``spark.driver.memory``: ``Settings.spark_driver_memory`` (``SESSIONREC_SPARK_DRIVER_MEMORY``, 2g);
+- adaptive query execution on, partitions coalesced after a shuffle (:data:`LOCAL_DEFAULTS`), so a small
+  local day does not run Spark's 200 shuffle partitions as 200 mostly empty tasks;
+- no web UI and no console progress bar (a batch job on a shared machine);
+- Spark's warehouse, Derby's home and Spark's temporary files under a scratch folder (``Settings.home``),
+  never in the working directory.
+"""
 
 from __future__ import annotations
 
@@ -10,64 +31,97 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pyspark import SparkConf
     from pyspark.sql import SparkSession
 
     from sessionrec.config import Settings
 
-# Parquet timestamps as UTC-adjusted INT64 microseconds: Spark's default, INT96, reads back without a zone
-# in pyarrow (docs/CONTRACTS.md wants UTC timestamps).
 PARQUET_TIMESTAMP_TYPE_KEY = "spark.sql.parquet.outputTimestampType"
 PARQUET_TIMESTAMP_TYPE = "TIMESTAMP_MICROS"
+REQUIRED = {
+    "spark.sql.session.timeZone": "UTC",
+    PARQUET_TIMESTAMP_TYPE_KEY: PARQUET_TIMESTAMP_TYPE,
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+}
+LOCAL_DEFAULTS = {
+    "spark.sql.adaptive.enabled": "true",
+    "spark.sql.adaptive.coalescePartitions.enabled": "true",
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+}
+DRIVER_MEMORY_KEY = "spark.driver.memory"
 
 
 def build_session(app_name: str, master: str | None = None, scratch: Path | None = None,
                   driver_memory: str = "2g") -> SparkSession:
-    """A session in UTC with Derby, warehouse and temp files under ``scratch`` (never the working dir).
+    """The session of a job: :data:`REQUIRED` always; the local defaults only when this call starts Spark.
 
-    Parquet timestamps are written as TIMESTAMP_MICROS for every job, so no writer has to switch it.
-
-    ``master`` None keeps whatever spark-submit configured (so ``--master`` on the command line wins);
-    a value sets it, which is what ``python -m jobs.<job>`` uses.
+    ``master`` None keeps whatever spark-submit configured (so ``--master`` on the command line wins), or
+    Spark's local[*] when this process starts Spark itself; a value sets it. An already running session (a
+    test's shared one) is returned with :data:`REQUIRED` applied.
     """
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    if master is None or master.startswith("local"):
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        for key, value in REQUIRED.items():
+            active.conf.set(key, value)
+        return active
+    starts_spark = SparkContext._gateway is None and "PYSPARK_GATEWAY_PORT" not in os.environ
+    if starts_spark and (master is None or master.startswith("local")):
         # Local Python workers must run this interpreter (with pyarrow, torch and the project), not
         # whatever `python3` is first on PATH. Cluster runs set PYSPARK_PYTHON in their environment.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    builder = SparkSession.builder.appName(app_name)
-    if master:
-        builder = builder.master(master)
-    builder = (
-        builder.config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.ui.enabled", "false")
-        .config("spark.driver.memory", driver_memory)
-        .config("spark.sql.shuffle.partitions", "8")
-        .config("spark.sql.sources.partitionOverwriteMode", "dynamic")
-        .config(PARQUET_TIMESTAMP_TYPE_KEY, PARQUET_TIMESTAMP_TYPE)
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
-        .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
-    )
-    if scratch is not None:
-        scratch = Path(scratch)
-        scratch.mkdir(parents=True, exist_ok=True)
-        builder = (
-            builder.config("spark.sql.warehouse.dir", str(scratch / "spark-warehouse"))
-            .config("spark.local.dir", str(scratch / "spark-local"))
-            .config("spark.driver.extraJavaOptions",
-                    f"-Duser.timezone=UTC -Dderby.system.home={scratch / 'derby'}")
-        )
-    session = builder.getOrCreate()
+    scratch_settings = _scratch_settings(scratch) if starts_spark else {}
+    launch = {DRIVER_MEMORY_KEY: driver_memory, **scratch_settings} if starts_spark else None
+    conf = _configuration(app_name, master, launch)
+    if starts_spark and conf.get("spark.master", "local[*]").startswith("local"):
+        for key, value in {**LOCAL_DEFAULTS, **scratch_settings}.items():
+            conf.setIfMissing(key, value)
+    session = SparkSession.builder.config(conf=conf).getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     return session
 
 
+def _configuration(app_name: str, master: str | None, launch: dict[str, str] | None) -> SparkConf:
+    """What Spark is configured with (spark-submit's or the launched JVM's properties) plus :data:`REQUIRED`,
+    the app name unless spark-submit gave one, and ``master`` when one is given.
+
+    The JVM is started (``launch``: the driver settings it needs at start) or, under spark-submit, reached
+    first, so the SparkConf read afterwards holds what was configured outside this code. A value given in
+    PYSPARK_SUBMIT_ARGS comes later on the JVM's command line than ``launch`` and wins.
+    """
+    from pyspark import SparkConf, SparkContext
+
+    SparkContext._ensure_initialized(conf=SparkConf(loadDefaults=False).setAll(launch.items()) if launch else None)
+    conf = SparkConf()
+    if launch is not None:  # the launched JVM calls itself pyspark-shell
+        conf.setAppName(app_name)
+    conf.setIfMissing("spark.app.name", app_name)
+    if master:
+        conf.setMaster(master)
+    for key, value in REQUIRED.items():
+        conf.set(key, value)
+    return conf
+
+
+def _scratch_settings(scratch: Path | None) -> dict[str, str]:
+    if scratch is None:
+        return {}
+    scratch = Path(scratch).resolve()
+    scratch.mkdir(parents=True, exist_ok=True)
+    java_options = f"-Duser.timezone=UTC -Dderby.system.home={scratch / 'derby'}"
+    return {"spark.sql.warehouse.dir": str(scratch / "spark-warehouse"),
+            "spark.local.dir": str(scratch / "spark-local"),
+            "spark.driver.extraJavaOptions": java_options,
+            "spark.executor.extraJavaOptions": "-Duser.timezone=UTC"}
+
+
 @contextmanager
 def job_session(app_name: str, master: str | None, settings: Settings) -> Iterator[SparkSession]:
-    """The session of a job's ``main``: scratch under the settings' home, their driver memory.
+    """The session of a job's ``main``: scratch in the settings' work area, their driver memory.
 
     It is stopped at the end only if this call started it, so a caller's running session (a test's
     shared one) survives.
@@ -75,7 +129,7 @@ def job_session(app_name: str, master: str | None, settings: Settings) -> Iterat
     from pyspark.sql import SparkSession
 
     reusing = SparkSession.getActiveSession() is not None
-    spark = build_session(app_name, master=master, scratch=settings.home / "spark",
+    spark = build_session(app_name, master=master, scratch=settings.work_area.spark_scratch,
                           driver_memory=settings.spark_driver_memory)
     try:
         yield spark

@@ -27,8 +27,8 @@ de-duplication, the split times, ``filter_log`` (counts after each round; round 
 items, with, where a split was restricted, the counts before, ``unknown_events_dropped`` (test, valid)
 and ``short_sessions_dropped``. It holds no wall-clock time, so a rerun writes identical files.
 
-The output is written to ``training/_ds=D.tmp`` and swapped in by two renames (the old folder aside,
-the new one in), so readers never see a partial training set; for the instant between the renames the
+The output is written to a staging folder of the lake (``_staging/``) and swapped in by two renames (the
+old folder aside, the new one in), so readers never see a partial training set; for the instant between the renames the
 folder is absent. An empty train or test split fails the job before anything is written.
 """
 
@@ -51,22 +51,22 @@ if __name__ == "__main__" and importlib.util.find_spec("sessionrec") is None:
 
 import numpy as np
 import pyarrow as pa
-from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.types import IntegerType, LongType, StringType, TimestampType
 
 from jobs.cli import add_master_argument, parse_day
+from jobs.day_sessions import read_sessions
 from jobs.lake import exists, midnight, replace_by_rename, require_micros_timestamps, staging_folder, upload
 from jobs.spark import job_session
-from model.data import VOCABULARY_FILE, Vocabulary, write_vocabulary
+from model.data import Vocabulary, write_vocabulary
 from sessionrec.config import Settings, load_settings
+from sessionrec.layout import Lake, training_items, training_split, training_stats
 
 logger = logging.getLogger(__name__)
 
 # Filtering normally settles in 2-5 rounds; a set that has not after this many is reported, not written.
 MAX_FILTER_ROUNDS = 30
-STATS_FILE = "stats.json"
 INPUT_COLUMNS: dict[str, tuple[type, ...]] = {
     "session_id": (StringType,),
     "item_id": (StringType,),
@@ -93,47 +93,36 @@ def _iso(moment: datetime) -> str:
 
 def _read_day(spark: SparkSession, path: str, day: date) -> DataFrame:
     """One day's sessions, checked against the contract, with the day as a column."""
-    try:
-        frame = spark.read.parquet(path)
-    except AnalysisException as exc:
-        raise ValueError(f"{path}: cannot read the sessions as Parquet ({exc.getMessage()})") from exc
-    fields = {f.name: f.dataType for f in frame.schema.fields}
-    for name, types in INPUT_COLUMNS.items():
-        expected = " or ".join(t.typeName() for t in types)
-        if name not in fields:
-            raise ValueError(f"{path}: column {name!r} is missing; expected {expected} (docs/CONTRACTS.md 2)")
-        if not isinstance(fields[name], types):
-            raise ValueError(f"{path}: column {name!r} is {fields[name].simpleString()}; expected {expected}")
-    return frame.select(*INPUT_COLUMNS).withColumn("day", F.lit(day))
+    return read_sessions(spark, path, INPUT_COLUMNS).withColumn("day", F.lit(day))
 
 
-def read_window(spark: SparkSession, lake: str, ds: date, days: int) -> tuple[DataFrame, list[date], list[date]]:
+def read_window(spark: SparkSession, lake: Lake, ds: date, days: int) -> tuple[DataFrame, list[date], list[date]]:
     """Events of every session stored in the window's days: (events with a ``day`` column, used, missing)."""
     used, missing = [], []
     for day in window_days(ds, days):
-        (used if exists(spark, f"{lake}/sessions/ds={day.isoformat()}") else missing).append(day)
+        (used if exists(spark, lake.sessions(day)) else missing).append(day)
     if ds in missing:
-        raise FileNotFoundError(f"{lake}/sessions/ds={ds.isoformat()}: sessions of day {ds} not found "
+        raise FileNotFoundError(f"{lake.sessions(ds)}: sessions of day {ds} not found "
                                 "(run jobs/sessionize.py for that day first)")
     for day in missing:
-        logger.warning("%s/sessions/ds=%s not found: day skipped in the window", lake, day.isoformat())
-    frames = [_read_day(spark, f"{lake}/sessions/ds={day.isoformat()}", day) for day in used]
+        logger.warning("%s not found: day skipped in the window", lake.sessions(day))
+    frames = [_read_day(spark, lake.sessions(day), day) for day in used]
     return functools.reduce(DataFrame.unionByName, frames), used, missing
 
 
-def _count_input(events: DataFrame, lake: str) -> dict[str, int]:
+def _count_input(events: DataFrame, lake: Lake) -> dict[str, int]:
     """Rows per input day; fails on null ids or times (the sessions contract does not allow them)."""
     nulls = F.col("session_id").isNull() | F.col("item_id").isNull() | F.col("event_time").isNull()
     per_day = events.groupBy("day").agg(F.count(F.lit(1)).alias("rows"),
                                         F.count(F.when(nulls, 1)).alias("nulls")).collect()
     for row in per_day:
         if row["nulls"]:
-            raise ValueError(f"{lake}/sessions/ds={row['day'].isoformat()}: {row['nulls']} row(s) with a null "
+            raise ValueError(f"{lake.sessions(row['day'])}: {row['nulls']} row(s) with a null "
                              "session_id, item_id or event_time; expected none")
     return {row["day"].isoformat(): row["rows"] for row in sorted(per_day, key=lambda r: r["day"])}
 
 
-def load_window(spark: SparkSession, lake: str, ds: date, days: int) -> tuple[DataFrame, dict[str, Any]]:
+def load_window(spark: SparkSession, lake: Lake, ds: date, days: int) -> tuple[DataFrame, dict[str, Any]]:
     """Latest copy of every session in the window (checkpointed), and what the window held."""
     raw, used, missing = read_window(spark, lake, ds, days)
     rows_per_day = _count_input(raw, lake)
@@ -278,24 +267,25 @@ def write_split(events: DataFrame, index: DataFrame, path: str) -> None:
 
 
 def _write_small_files(spark: SparkSession, vocabulary: Vocabulary, stats: dict[str, Any], folder: str) -> None:
-    """``items.parquet`` (one file, by model/data.py's own writer) and ``stats.json``."""
+    """The vocabulary (one file, by model/data.py's own writer) and the statistics of the set in ``folder``."""
     with tempfile.TemporaryDirectory(prefix="training-set-") as local:
-        items, stats_file = Path(local) / VOCABULARY_FILE, Path(local) / STATS_FILE
+        items, stats_file = Path(training_items(local)), Path(training_stats(local))
         write_vocabulary(vocabulary, items)
         stats_file.write_text(json.dumps(stats, indent=2, sort_keys=True) + "\n")
-        upload(spark, items, f"{folder}/{VOCABULARY_FILE}")
-        upload(spark, stats_file, f"{folder}/{STATS_FILE}")
+        upload(spark, items, training_items(folder))
+        upload(spark, stats_file, training_stats(folder))
 
 
-def write_training_set(spark: SparkSession, target: str, splits: dict[str, DataFrame], index: DataFrame,
+def write_training_set(spark: SparkSession, lake: Lake, ds: date, splits: dict[str, DataFrame], index: DataFrame,
                        vocabulary: Vocabulary, stats: dict[str, Any]) -> None:
-    """Write everything to a hidden ``_<name>.tmp`` folder beside ``target``, then swap it in."""
-    parent, name = target.rsplit("/", 1)
-    with staging_folder(spark, f"{parent}/_{name}.tmp") as staging:
+    """Write everything to a staging folder of the lake, then swap it in as ``training/ds=D``."""
+    target = lake.training_set(ds)
+    with staging_folder(spark, lake.staging("training_set", ds)) as staging:
+        folder = f"{staging}/training"
         for split, events in splits.items():
-            write_split(events, index, f"{staging}/{split}")
-        _write_small_files(spark, vocabulary, stats, staging)
-        replace_by_rename(spark, staging, target, f"{parent}/_{name}.old")
+            write_split(events, index, training_split(folder, split))
+        _write_small_files(spark, vocabulary, stats, folder)
+        replace_by_rename(spark, folder, target, f"{staging}/previous")
     logger.info("training set written to %s: rows %s", target,
                 {split: split_stats["rows"] for split, split_stats in stats["splits"].items()})
 
@@ -315,9 +305,9 @@ def build_training_set(spark: SparkSession, lake: str, ds: date, days: int = 7, 
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
     require_micros_timestamps(spark)
-    lake = lake.rstrip("/")
+    layout = Lake(lake)
     split, end = midnight(ds), midnight(ds + timedelta(days=1))
-    events, window = load_window(spark, lake, ds, days)
+    events, window = load_window(spark, layout, ds, days)
 
     train_raw, test_raw = split_at(events, split, end)
     train, filter_log = filter_until_stable(train_raw, min_item_support, min_session_length)
@@ -343,7 +333,7 @@ def build_training_set(spark: SparkSession, lake: str, ds: date, days: int = 7, 
                    **tuning_stats},
     }
     splits = {"train": train, "test": test, "train_tr": train_tr, "valid": valid}
-    write_training_set(spark, f"{lake}/training/ds={ds.isoformat()}", splits, index, vocabulary, stats)
+    write_training_set(spark, layout, ds, splits, index, vocabulary, stats)
     return stats
 
 

@@ -27,12 +27,14 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from types import TracebackType
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
+
+from sessionrec.config import redact
 
 logger = logging.getLogger(__name__)
 
@@ -72,15 +74,6 @@ class WarehouseSchemaError(ValueError):
 
 class RowCountMismatch(RuntimeError):
     """The partition holds a different number of rows than the caller expected; nothing was committed."""
-
-
-def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for logs and run records)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def read_rows(path: str | Path) -> pa.RecordBatchReader:

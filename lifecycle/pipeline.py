@@ -4,8 +4,8 @@ The ``gru4rec_train`` DAG runs each as its own task (so a failed gate does not r
 training.train`` runs all three. They pass small values between them (a run id, a version number), never
 data: the training set and the model live in the lake and in MLflow.
 
-A retried training task resumes from the last complete epoch: checkpoints live under
-``<Settings.models_dir>/ds=D/checkpoints`` and are removed once the run is logged.
+A retried training task resumes from the last complete epoch: checkpoints live in the local work area
+(``WorkArea.checkpoints``, ``<home>/models/ds=D/checkpoints``) and are removed once the run is logged.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from lifecycle.registry import CHAMPION, aliased_version, force_promote, gate_an
 from lifecycle.tracking import connect, training_run
 from model.device import resolve_device
 from sessionrec.config import Settings
+from sessionrec.layout import local_path, training_items
 from training.experiment import TrainingResult, run
 from training.presets import PRESETS
 from training.trainer import EpochStats, TrainParams
@@ -33,12 +34,8 @@ MODEL_URI_TAG = "model_uri"
 
 
 def training_dir_for(settings: Settings, ds: date) -> Path:
-    return Path(settings.training_dir) / f"ds={ds.isoformat()}"
-
-
-def work_dir_for(settings: Settings, ds: date) -> Path:
-    """Local scratch of one day's training: checkpoints and the saved model folder."""
-    return settings.models_dir / f"ds={ds.isoformat()}"
+    """Day D's training set in the lake, as the local folder training reads (a remote lake is refused)."""
+    return local_path(settings.layout.training_set(ds))
 
 
 def params_with(overrides: Mapping[str, Any] | None, preset: str = "default") -> TrainParams:
@@ -57,12 +54,12 @@ def track_experiment(settings: Settings, ds: date, training_dir: Path, params: T
     """``experiment.run`` inside one MLflow run: params, lineage, epochs, test and baseline metrics, plots
     and the model. Returns (result, run id, model URI). ``run_options`` go to ``experiment.run``."""
     training_dir = Path(training_dir)
-    if not (training_dir / "items.parquet").is_file():
+    if not Path(training_items(training_dir)).is_file():
         raise FileNotFoundError(f"{training_dir}: no training set (run jobs.training_set first)")
     target = resolve_device(device or settings.device)
-    work_dir = work_dir_for(settings, ds)
-    output_dir = Path(output_dir) if output_dir is not None else work_dir / "model"
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else work_dir / "checkpoints"
+    work = settings.work_area
+    output_dir = Path(output_dir) if output_dir is not None else work.saved_model(ds)
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else work.checkpoints(ds)
 
     with training_run(settings, ds, target) as tracked:
         tracked.log_params(params.to_dict())

@@ -30,6 +30,7 @@ import argparse
 import getpass
 import logging
 import math
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -187,6 +188,78 @@ def aliased_version(client: MlflowClient, model_name: str, alias: str) -> str | 
             return None
         raise
     return None if version is None else str(version)
+
+
+# --- which version a reference means: models:/name@alias, models:/name/N, or a bare alias or version ---
+
+MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>[1-9][0-9]*))$")
+BARE_REFERENCE = re.compile(r"^(?:(?P<version>[1-9][0-9]*)|(?P<alias>[A-Za-z][A-Za-z0-9_-]*))$")
+
+
+class ModelNotFound(LookupError):
+    """A model reference that names no existing version (no such model, version or alias)."""
+
+
+@dataclass(frozen=True)
+class ModelReference:
+    """A registered model and one alias or one version of it."""
+
+    name: str
+    alias: str | None = None
+    version: str | None = None
+
+    def __str__(self) -> str:
+        return f"models:/{self.name}@{self.alias}" if self.alias else f"models:/{self.name}/{self.version}"
+
+
+def parse_model_reference(reference: str | int, model_name: str | None = None) -> ModelReference:
+    """``models:/name@alias`` or ``models:/name/N``; with ``model_name``, also a bare alias or version."""
+    text = str(reference).strip()
+    match = MODELS_URI.match(text) or (BARE_REFERENCE.match(text) if model_name else None)
+    if match is None:
+        forms = "models:/<name>@<alias> or models:/<name>/<version>"
+        if model_name:
+            forms += f", or a version number or an alias of {model_name!r}"
+        raise ValueError(f"model reference {text!r}: expected {forms}")
+    name = match.groupdict().get("name") or model_name
+    return ModelReference(name, match["alias"], match["version"])
+
+
+def resolve_version(client: MlflowClient, reference: str | int | ModelReference,
+                    model_name: str | None = None) -> str:
+    """The concrete version number (a string) a reference means now; :class:`ModelNotFound` when none.
+
+    Aliases are read with :func:`aliased_version` (the plain alias lookup reports a missing alias like a
+    bad request). Resolve once and pass ``models:/name/N`` on, so every reader uses the same version even
+    if the alias moves meanwhile.
+    """
+    ref = reference if isinstance(reference, ModelReference) else parse_model_reference(reference, model_name)
+    if ref.alias is not None:
+        version = aliased_version(client, ref.name, ref.alias)
+        if version is None:
+            raise ModelNotFound(f"{ref}: no alias {ref.alias!r} on {_registry_contents(client, ref.name)}")
+        return version
+    try:
+        client.get_model_version(ref.name, ref.version)
+    except MlflowException as exc:
+        if exc.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise
+        raise ModelNotFound(f"{ref}: no version {ref.version} of {_registry_contents(client, ref.name)}") from exc
+    return str(ref.version)
+
+
+def _registry_contents(client: MlflowClient, model_name: str) -> str:
+    """What the registry holds under ``model_name``, for an error message."""
+    try:
+        registered = client.get_registered_model(model_name)
+    except MlflowException as exc:
+        if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return f"registered model {model_name!r}: it does not exist in the registry"
+        raise
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{model_name}'"))
+    aliases = ", ".join(f"@{alias} -> {version}" for alias, version in sorted(registered.aliases.items()))
+    held = f"versions {', '.join(map(str, versions))}" if versions else "no versions"
+    return f"registered model {model_name!r} ({held}; aliases: {aliases or 'none'})"
 
 
 def ensure_registered_model(client: MlflowClient, model_name: str) -> None:

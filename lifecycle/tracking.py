@@ -55,6 +55,7 @@ from mlflow.entities import Metric, Param
 from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 
+from lifecycle.connection import connect
 from model.data import SPLITS, VOCABULARY_FILE
 from model.packaging import log_gru4rec_model
 from sessionrec.config import PROJECT_ROOT, Settings
@@ -77,16 +78,6 @@ def metric_key(name: str, prefix: str = "") -> str:
 
 def run_name(model_name: str, logical_date: date) -> str:
     return f"{model_name}-{logical_date.isoformat()}"
-
-
-def connect(settings: Settings) -> MlflowClient:
-    """Point MLflow (tracking and registry) at the settings' URI; a local SQLite file's folder is created."""
-    uri = settings.mlflow_tracking_uri
-    if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def artifact_location(artifact_root: str, experiment: str) -> str:

@@ -1,8 +1,10 @@
 """The project's one configuration object.
 
 Every default lives in this file. Each field can be overridden by an environment variable named
-``SESSIONREC_<FIELD>`` (upper case), and per run by Airflow Params or CLI flags. No other module reads
-the environment for project settings: they call :func:`load_settings` and pass values on.
+``SESSIONREC_<FIELD>`` (upper case), and per run by Airflow Params or CLI flags. The MLflow stores also
+honour MLflow's own ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI`` (:data:`STANDARD_ENV`; a
+``SESSIONREC_`` variable wins over them). No other module reads the environment for project settings:
+they call :func:`load_settings` and pass values on.
 
 The embedded defaults keep all local state under ``var/`` in the repository, so ``make run`` needs no
 servers; production is only configuration (see README, "Configuration").
@@ -16,8 +18,14 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from sessionrec.layout import Lake, WorkArea
 
 ENV_PREFIX = "SESSIONREC_"
+# Fields that fall back to a tool's own standard variable. Order, first set wins:
+# SESSIONREC_<FIELD>, then the standard variable, then the default in Settings.
+STANDARD_ENV = {"mlflow_tracking_uri": "MLFLOW_TRACKING_URI", "mlflow_registry_uri": "MLFLOW_REGISTRY_URI"}
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,7 +44,10 @@ class Settings:
     raw: str = ""
     spark_master: str = "local[*]"
     spark_driver_memory: str = "2g"
+    # MLflow stores. Empty: the standard MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI when set (see
+    # STANDARD_ENV), else the embedded SQLite file; the registry defaults to the tracking store.
     mlflow_tracking_uri: str = ""
+    mlflow_registry_uri: str = ""
     mlflow_artifact_root: str = ""
     model_name: str = "gru4rec"
     warehouse_url: str = ""
@@ -63,11 +74,12 @@ class Settings:
     def __post_init__(self) -> None:
         home = Path(self.home)
         object.__setattr__(self, "home", home)
-        lake = self.lake or str(home / "lake")
-        object.__setattr__(self, "lake", lake.rstrip("/"))
-        object.__setattr__(self, "raw", (self.raw or f"{self.lake}/raw").rstrip("/"))
+        object.__setattr__(self, "lake", (self.lake or str(home / "lake")).rstrip("/"))
+        object.__setattr__(self, "raw", Lake(self.lake, self.raw).raw)
         if not self.mlflow_tracking_uri:
             object.__setattr__(self, "mlflow_tracking_uri", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
+        if not self.mlflow_registry_uri:
+            object.__setattr__(self, "mlflow_registry_uri", self.mlflow_tracking_uri)
         if not self.mlflow_artifact_root:
             object.__setattr__(self, "mlflow_artifact_root", str(home / "mlflow" / "artifacts"))
         if not self.warehouse_url:
@@ -78,25 +90,14 @@ class Settings:
             raise ValueError(f"max_quarantine_share must be in [0, 1], got {self.max_quarantine_share}")
 
     @property
-    def sessions_dir(self) -> str:
-        return f"{self.lake}/sessions"
+    def layout(self) -> Lake:
+        """Every location in the lake and the landing zone (sessionrec/layout.py)."""
+        return Lake(self.lake, self.raw)
 
     @property
-    def quarantine_dir(self) -> str:
-        return f"{self.lake}/quarantine"
-
-    @property
-    def stats_dir(self) -> str:
-        return f"{self.lake}/stats"
-
-    @property
-    def training_dir(self) -> str:
-        return f"{self.lake}/training"
-
-    @property
-    def models_dir(self) -> Path:
-        """Local checkpoints of training runs (resumable); not the registry."""
-        return self.home / "models"
+    def work_area(self) -> WorkArea:
+        """Local working folders under ``home``: training checkpoints and models, Spark scratch."""
+        return WorkArea(self.home)
 
     def replace(self, **changes: object) -> Settings:
         """A copy with some fields changed (derived paths are recomputed only if left empty)."""
@@ -117,21 +118,31 @@ def _parse(raw: str, target: type, name: str) -> object:
         raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r}: expected {target.__name__}") from exc
 
 
-
-
 def env_names() -> list[str]:
     """Every environment variable the settings read (used by the deployment checks)."""
     return [f"{ENV_PREFIX}{f.name.upper()}" for f in fields(Settings)]
 
 
 def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-    """Defaults, then ``SESSIONREC_*`` environment variables, then explicit keyword overrides."""
+    """Defaults, then the standard variables of :data:`STANDARD_ENV` (``MLFLOW_TRACKING_URI``, ...), then
+    ``SESSIONREC_*`` environment variables, then explicit keyword overrides."""
     env = os.environ if env is None else env
     types = typing.get_type_hints(Settings)
     values: dict[str, object] = {}
     for f in fields(Settings):
         key = f"{ENV_PREFIX}{f.name.upper()}"
-        if key in env and env[key] != "":
+        if env.get(key, "") != "":
             values[f.name] = _parse(env[key], types[f.name], f.name)
+        elif env.get(STANDARD_ENV.get(f.name, ""), "") != "":
+            values[f.name] = env[STANDARD_ENV[f.name]]
     values.update({k: v for k, v in overrides.items() if v is not None})
     return Settings(**values)
+
+
+def redact(url: str) -> str:
+    """``url`` with its password replaced by ``***``: how a configured URL may appear in logs and records."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

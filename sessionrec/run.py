@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from sessionrec import airflow_env
-from sessionrec.config import Settings, load_settings
+from sessionrec.config import Settings, load_settings, redact
+from sessionrec.layout import PARTITION_PREFIX, local_path, partition_day
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +68,10 @@ class Timings:
 
 def landing_days(settings: Settings) -> list[date]:
     """The days present in the landing zone (``raw/clicks/ds=D`` folders holding a visible file)."""
-    from jobs.landing import CLICKS_DIR, local_dir
-
-    root = local_dir(settings.raw) / CLICKS_DIR
+    root = local_path(settings.layout.landing.clicks)
     if not root.is_dir():
         return []
-    return sorted(date.fromisoformat(folder.name.removeprefix("ds=")) for folder in root.glob("ds=*")
+    return sorted(partition_day(folder.name) for folder in root.glob(f"{PARTITION_PREFIX}*")
                   if any(not child.name.startswith(".") for child in folder.iterdir()))
 
 
@@ -87,22 +86,18 @@ def generate_demo_data(settings: Settings, end_day: date, days: int, events: int
 def sessionize_days(settings: Settings, days: Sequence[date]) -> None:
     """Sessionize ``days`` with the job's function in one local Spark session."""
     from jobs.sessionize import sessionize
-    from jobs.spark import build_session
+    from jobs.spark import job_session
 
-    spark = build_session("make-run-sessionize", master=settings.spark_master, scratch=settings.home / "spark",
-                          driver_memory=settings.spark_driver_memory)
-    try:
+    with job_session("make-run-sessionize", settings.spark_master, settings) as spark:
         for day in days:
             stats = sessionize(spark, settings.raw, settings.lake, day, gap_minutes=settings.gap_minutes,
                                max_quarantine_share=settings.max_quarantine_share)
             log.info("sessionized %s: %d sessions", day, stats["sessions"])
-    finally:
-        spark.stop()
 
 
 def is_sessionized(settings: Settings, day: date) -> bool:
-    """Whether ``stats/ds=D.json`` exists (the sessionize job writes it last)."""
-    return (Path(settings.stats_dir) / f"ds={day.isoformat()}.json").is_file()
+    """Whether day D's sessionize stats exist (the sessionize job writes them last)."""
+    return local_path(settings.layout.sessionize_stats(day)).is_file()
 
 
 def run_dag(dag_id: str, conf: Mapping[str, Any], env: Mapping[str, str], log_dir: Path) -> Path:
@@ -137,10 +132,11 @@ def plan_days(settings: Settings, days: list[date], window: int) -> Plan:
 
 def summary(settings: Settings, day: date) -> str:
     """Sessions, model metrics against baselines, the gate, warehouse rows, how to open the UIs."""
-    from jobs.warehouse import connect, redact
-    from lifecycle.tracking import connect as connect_mlflow
+    from jobs.warehouse import connect
+    from lifecycle.connection import connect as connect_mlflow
+    from lifecycle.registry import CHAMPION, resolve_version
 
-    stats = json.loads((Path(settings.stats_dir) / f"ds={day.isoformat()}.json").read_text())
+    stats = json.loads(local_path(settings.layout.sessionize_stats(day)).read_text())
     lines = [f"Day {day.isoformat()}: {stats['sessions']} sessions, {stats['events']} events "
              f"({stats['rows_quarantined']} of {stats['rows_read']} raw rows quarantined)"]
     client = connect_mlflow(settings)
@@ -162,11 +158,11 @@ def summary(settings: Settings, day: date) -> str:
         tags = versions[0].tags
         lines.append(f"Gate on version {versions[0].version}: {tags.get('gate_decision', '?')} "
                      f"({tags.get('gate_reason', 'no reason recorded')})")
-    champion = client.get_model_version_by_alias(settings.model_name, "champion")
+    champion = resolve_version(client, CHAMPION, settings.model_name)
     with connect(settings.warehouse_url) as warehouse:
         rows = warehouse.count(day)
     lines += [
-        f"Champion: {settings.model_name} version {champion.version}",
+        f"Champion: {settings.model_name} version {champion}",
         f"Warehouse {redact(settings.warehouse_url)}: {rows} rows in session_recommendations for ds={day}",
         "UIs: `make ui`, then Airflow at http://localhost:8080 (DAG runs, logs, the trigger form) and "
         "MLflow at http://localhost:5000 (runs, metrics, registry)",

@@ -15,6 +15,10 @@ pytest_plugins = ["tests.postgres", "tests.spark_cluster"]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# The settings honour MLflow's own variables: a developer's shell must not point the tests' runs at a real
+# tracking server or registry (each test makes its own store).
+for _variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+    os.environ.pop(_variable, None)
 
 
 @pytest.fixture(scope="session")

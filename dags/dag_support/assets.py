@@ -26,7 +26,7 @@ def location_uri(location: str) -> str:
 
 
 def sessions_asset(settings: Settings) -> Asset:
-    return Asset(name="clickstream_sessions", uri=location_uri(settings.sessions_dir), group=GROUP)
+    return Asset(name="clickstream_sessions", uri=location_uri(settings.layout.sessions_root), group=GROUP)
 
 
 def model_asset(settings: Settings) -> Asset:

@@ -138,7 +138,7 @@ def test_a_triggered_training_run_rescores_its_day_through_the_model_asset(
 
     events = api.call("GET", "/api/v2/assets/events?source_dag_id=gru4rec_score")["asset_events"]
     assert [event["extra"]["ds"] for event in events] == [ds]
-    record = json.loads((Path(settings.stats_dir) / "score" / f"ds={ds}.json").read_text())
+    record = json.loads(Path(settings.layout.score_stats(ds)).read_text())
     assert record["ds"] == ds and record["top_k"] == settings.top_k
     with connect(settings.warehouse_url) as warehouse:
         assert warehouse.count(pipeline_run.day) == record["expected_rows"] == events[0]["extra"]["rows"]

@@ -46,7 +46,7 @@ def test_bootstrap_objects_follow_the_settings(settings: Settings) -> None:
 
 
 def land(settings: Settings, day: str, name: str) -> None:
-    folder = Path(settings.raw) / "clicks" / f"ds={day}"
+    folder = Path(settings.layout.raw_day(day))
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_text("x")
 
@@ -61,9 +61,9 @@ def test_landing_days_ignore_folders_with_only_hidden_files(settings: Settings) 
 
 def test_plan_sessionizes_only_unsessionized_earlier_days_of_the_window(settings: Settings) -> None:
     days = [date(2026, 11, d) for d in (15, 17, 18, 19, 20, 21)]
-    stats = Path(settings.stats_dir)
-    stats.mkdir(parents=True)
-    (stats / "ds=2026-11-18.json").write_text("{}")
+    stats = Path(settings.layout.sessionize_stats(date(2026, 11, 18)))
+    stats.parent.mkdir(parents=True)
+    stats.write_text("{}")
     plan = plan_days(settings, days, window=5)
     assert plan.latest == date(2026, 11, 21)
     assert plan.earlier == [date(2026, 11, 17), date(2026, 11, 19), date(2026, 11, 20)]

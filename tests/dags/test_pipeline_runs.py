@@ -18,9 +18,9 @@ def task_log_lines(log: Path, marker: str) -> list[str]:
 
 def test_sessionize_dag_writes_and_checks_the_day(pipeline_run: PipelineRun) -> None:
     settings, ds = pipeline_run.settings, pipeline_run.day.isoformat()
-    stats = json.loads((Path(settings.stats_dir) / f"ds={ds}.json").read_text())
+    stats = json.loads(Path(settings.layout.sessionize_stats(ds)).read_text())
     assert stats["sessions"] > 100 and stats["rows_read"] > stats["rows_quarantined"]
-    assert any((Path(settings.sessions_dir) / f"ds={ds}").glob("*.parquet"))
+    assert any(Path(settings.layout.sessions(ds)).glob("*.parquet"))
     log = pipeline_run.logs["clickstream_sessionize"]
     assert task_log_lines(log, f"processes the UTC day {ds}")
     for task in ("resolve_day", "wait_for_landing_zone", "sessionize", "check_stats"):
@@ -31,7 +31,7 @@ def test_train_dag_logs_registers_and_promotes_a_model(pipeline_run: PipelineRun
     from lifecycle.tracking import connect
 
     settings, ds = pipeline_run.settings, pipeline_run.day.isoformat()
-    assert (Path(settings.training_dir) / f"ds={ds}" / "items.parquet").is_file()
+    assert Path(settings.layout.training_items(ds)).is_file()
     client = connect(settings)
     experiment = client.get_experiment_by_name(settings.model_name)
     runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.logical_date = '{ds}'")
@@ -48,7 +48,7 @@ def test_score_dag_fills_the_warehouse_partition(pipeline_run: PipelineRun) -> N
     from jobs.warehouse import connect
 
     settings, day = pipeline_run.settings, pipeline_run.day
-    record = json.loads((Path(settings.stats_dir) / "score" / f"ds={day.isoformat()}.json").read_text())
+    record = json.loads(Path(settings.layout.score_stats(day)).read_text())
     assert record["top_k"] == TOP_K and record["model_version"] == "1"
     with connect(settings.warehouse_url) as warehouse:
         partition = warehouse.read_partition(day)

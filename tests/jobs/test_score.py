@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from collections.abc import Iterator
@@ -17,8 +18,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from jobs import score
+from jobs import model_cache, score
 from jobs.warehouse import TABLE, WarehouseSchemaError, connect
+from lifecycle.connection import MlflowStore
+from lifecycle.registry import ModelNotFound, ModelReference, parse_model_reference, resolve_version
 from model.artifacts import save_model
 from model.data import Vocabulary
 from model.network import GRU4Rec, GRU4RecConfig
@@ -124,6 +127,9 @@ def test_run_record_counts_what_was_scored(scored: tuple, sessions: dict[str, li
     assert (record["model_name"], record["model_version"]) == (MODEL_NAME, "1")
     stored = json.loads(Path(lake, "stats", "score", f"ds={DAY.isoformat()}.json").read_text())
     assert stored == {key: value for key, value in record.items() if key != "run_record"}
+    assert record["output"] == f"{lake}/recommendations/ds={DAY.isoformat()}"
+    assert sum(pq.read_metadata(f).num_rows for f in Path(record["output"]).glob("*.parquet")) == len(rows)
+    assert not any(Path(lake, "_staging").iterdir()), "swapped in from the lake's staging folder, nothing left"
 
 
 def test_every_session_gets_ranks_1_to_k_with_descending_scores(scored: tuple,
@@ -235,30 +241,53 @@ def test_input_with_a_wrong_column_type_names_the_column(spark: object, registry
 
 
 def test_resolve_model_by_alias_and_by_version(registry: str, tmp_path: Path) -> None:
-    by_alias = score.resolve_model(f"models:/{MODEL_NAME}@champion", registry, tmp_path / "a")
-    by_version = score.resolve_model(f"models:/{MODEL_NAME}/1", registry, tmp_path / "b")
+    store = MlflowStore(registry)
+    by_alias = score.resolve_model(f"models:/{MODEL_NAME}@champion", store, tmp_path / "a")
+    by_version = score.resolve_model(f"models:/{MODEL_NAME}/1", store, tmp_path / "b")
     assert (by_alias.name, by_alias.version, by_alias.uri) == (MODEL_NAME, "1", f"models:/{MODEL_NAME}/1")
     assert by_version.version == "1"
     assert {p.name for p in by_alias.local_dir.iterdir()} >= {"model.pt", "items.parquet", "config.json"}
-    with pytest.raises(LookupError, match=f"models:/{MODEL_NAME}@nobody: not found in the registry"):
-        score.resolve_model(f"models:/{MODEL_NAME}@nobody", registry, tmp_path / "c")
+    with pytest.raises(ModelNotFound, match=rf"models:/{MODEL_NAME}@nobody: no alias 'nobody' on registered "
+                       rf"model '{MODEL_NAME}' \(versions 1; aliases: @champion -> 1\) \(MLflow registry at "):
+        score.resolve_model(f"models:/{MODEL_NAME}@nobody", store, tmp_path / "c")
 
 
-@pytest.mark.parametrize("uri", ["models:/gru4rec", "runs:/abc/model", "models:/gru4rec/latest", "gru4rec"])
-def test_parse_model_uri_rejects_other_forms(uri: str) -> None:
-    with pytest.raises(ValueError, match="expected models:/<name>@<alias> or models:/<name>/<version>"):
-        score.parse_model_uri(uri)
+def test_the_resolver_names_what_is_missing(registry: str) -> None:
+    client = MlflowStore(registry).connect()
+    assert resolve_version(client, "champion", MODEL_NAME) == resolve_version(client, 1, MODEL_NAME) == "1"
+    assert resolve_version(client, f"models:/{MODEL_NAME}@champion") == "1"
+    with pytest.raises(ModelNotFound, match=rf"models:/{MODEL_NAME}/7: no version 7 of registered model "
+                                            rf"'{MODEL_NAME}' \(versions 1; aliases: @champion -> 1\)"):
+        resolve_version(client, "7", MODEL_NAME)
+    with pytest.raises(ModelNotFound, match="models:/other@champion: no alias 'champion' on registered model "
+                                            "'other': it does not exist in the registry"):
+        resolve_version(client, "models:/other@champion")
+
+
+@pytest.mark.parametrize("uri", ["models:/gru4rec", "runs:/abc/model", "models:/gru4rec/latest", "gru4rec",
+                                 "models:/gru4rec/0"])
+def test_model_references_of_other_forms_are_refused(uri: str) -> None:
+    with pytest.raises(ValueError, match="expected models:/<name>@<alias> or models:/<name>/<version>$"):
+        parse_model_reference(uri)
+
+
+def test_bare_versions_and_aliases_need_the_model_name() -> None:
+    assert parse_model_reference("3", "recs") == ModelReference("recs", version="3")
+    assert str(parse_model_reference("champion", "recs")) == "models:/recs@champion"
+    assert str(parse_model_reference("models:/other/2", "recs")) == "models:/other/2"
+    with pytest.raises(ValueError, match="or a version number or an alias of 'recs'"):
+        parse_model_reference("champion!", "recs")
 
 
 def test_worker_without_the_driver_folder_downloads_the_same_version(registry: str, tmp_path: Path,
                                                                      sessions: dict[str, list[str]],
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the worker's download folder goes here
-    local = score.resolve_model(f"models:/{MODEL_NAME}/1", registry, tmp_path / "driver")
-    remote = score.ResolvedModel(local.name, local.version, local.uri, registry, tmp_path / "not-on-this-host")
+    local = score.resolve_model(f"models:/{MODEL_NAME}/1", MlflowStore(registry), tmp_path / "driver")
+    remote = dataclasses.replace(local, local_dir=tmp_path / "not-on-this-host")
     batch = pa.record_batch({"session_id": list(sessions), "item_ids": list(sessions.values())})
-    from_local = pa.Table.from_batches(score.score_batches(iter([batch]), local, TOP_K, True))
-    from_download = pa.Table.from_batches(score.score_batches(iter([batch]), remote, TOP_K, True))
+    from_local = pa.Table.from_batches(model_cache.score_batches(iter([batch]), local, TOP_K, True))
+    from_download = pa.Table.from_batches(model_cache.score_batches(iter([batch]), remote, TOP_K, True))
     assert from_download.equals(from_local)
     assert from_local.num_rows == len(sessions) * TOP_K
     assert len(list(tmp_path.glob("sessionrec-model-*/**/model.pt"))) == 1  # downloaded by the worker

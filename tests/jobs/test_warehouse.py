@@ -18,8 +18,8 @@ from jobs.warehouse import (
     WarehouseSchemaError,
     connect,
     read_rows,
-    redact,
 )
+from sessionrec.config import redact
 
 DAY = date(2026, 11, 21)
 OTHER_DAY = date(2026, 11, 20)

@@ -117,7 +117,7 @@ def test_tracks_registers_and_promotes_in_mlflow(training_dir: Path, tmp_path: P
     assert {"test_recall_20", "baseline_pop_recall_20", "train_loss"} <= set(run.data.metrics)
     champion = client.get_model_version_by_alias(settings.model_name, "champion")
     assert champion.version in (1, "1") and champion.run_id == run.info.run_id
-    assert not (settings.models_dir / "ds=2026-11-21" / "checkpoints").exists(), "checkpoints removed once logged"
+    assert not settings.work_area.checkpoints("2026-11-21").exists(), "checkpoints removed once logged"
 
 
 def test_flags_override_the_preset() -> None:

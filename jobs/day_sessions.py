@@ -1,0 +1,98 @@
+"""A day's sessions (``sessions/ds=D/``, docs/CONTRACTS.md section 2) as the later jobs read them.
+
+:func:`read_sessions` checks a partition against the contract (the columns a job needs, with their types)
+and names the folder and the column when it does not hold; the training set and the scoring job both read
+through it. For scoring, :func:`scoring_sequences` turns the day into one row per session with its items
+in position order and counts what the model will not know.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Mapping, Sequence
+from datetime import date
+
+import pyarrow as pa
+from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import DataType, IntegerType, LongType, StringType
+
+from jobs.lake import exists
+from sessionrec.layout import Lake
+
+ColumnTypes = Mapping[str, tuple[type[DataType], ...]]
+
+SCORING_COLUMNS: ColumnTypes = {
+    "session_id": (StringType,),
+    "item_id": (StringType,),
+    "position": (IntegerType, LongType),
+}
+# Scoring tasks per executor core: a few per core evens out sessions of unequal length between tasks.
+SCORING_TASKS_PER_CORE = 2
+
+
+def read_sessions(spark: SparkSession, path: str, columns: ColumnTypes) -> DataFrame:
+    """The ``columns`` of the sessions partition at ``path``; a missing folder, an unreadable one, or a
+    column that is missing or of another type fails with the path and the column named."""
+    if not exists(spark, path):
+        raise FileNotFoundError(f"{path}: cannot read the sessions: no such folder "
+                                "(run jobs/sessionize.py for that day first)")
+    try:
+        frame = spark.read.parquet(path)
+    except AnalysisException as exc:
+        raise ValueError(f"{path}: cannot read the sessions as Parquet ({exc.getMessage()})") from exc
+    fields = {f.name: f.dataType for f in frame.schema.fields}
+    for name, types in columns.items():
+        expected = " or ".join(t.typeName() for t in types)
+        if name not in fields:
+            raise ValueError(f"{path}: column {name!r} is missing; expected {expected} (docs/CONTRACTS.md 2)")
+        if not isinstance(fields[name], types):
+            raise ValueError(f"{path}: column {name!r} is {fields[name].simpleString()}; expected {expected}")
+    return frame.select(*columns)
+
+
+def require_no_nulls(events: DataFrame, path: str) -> DataFrame:
+    """``events`` unchanged, or ValueError when a row has a null in one of its columns."""
+    nulls = events.where(functools.reduce(operator.or_, (F.col(c).isNull() for c in events.columns)))
+    null_rows = nulls.count()
+    if null_rows:
+        raise ValueError(f"{path}: {null_rows} row(s) with a null {', '.join(events.columns)}; expected none")
+    return events
+
+
+def session_sequences(events: DataFrame, known_items: DataFrame, partitions: int) -> DataFrame:
+    """One row per session: ``item_ids`` in position order, ``length`` and ``known`` (events whose item the
+    model knows; ``known_items`` has one ``item_id`` column), in ``partitions`` partitions.
+
+    The partition count is explicit because adaptive execution would otherwise coalesce a day's sessions
+    (small as data, expensive to score) into one or two partitions and leave most executors idle.
+    """
+    flagged = (events.repartition(partitions, "session_id")
+               .join(F.broadcast(known_items.withColumn("is_known", F.lit(True))), "item_id", "left"))
+    return (flagged.groupBy("session_id")
+            .agg(F.sort_array(F.collect_list(F.struct("position", "item_id"))).alias("events"),
+                 F.count(F.lit(1)).alias("length"),
+                 F.count("is_known").alias("known"))
+            .select("session_id", F.col("events.item_id").alias("item_ids"), "length", "known"))
+
+
+def sequence_stats(sequences: DataFrame) -> dict[str, int]:
+    """Sessions, events, events with an unknown item, and sessions with no known item (the fallbacks)."""
+    row = sequences.agg(F.count(F.lit(1)).alias("sessions"),
+                        F.coalesce(F.sum("length"), F.lit(0)).alias("events"),
+                        F.coalesce(F.sum(F.col("length") - F.col("known")), F.lit(0)).alias("unknown_items"),
+                        F.count(F.when(F.col("known") == 0, 1)).alias("fallback_sessions")).first()
+    return {key: int(row[key]) for key in ("sessions", "events", "unknown_items", "fallback_sessions")}
+
+
+def scoring_sequences(spark: SparkSession, lake: Lake, ds: date,
+                      known_item_ids: Sequence[str]) -> tuple[DataFrame, dict[str, int]]:
+    """Day D's session sequences for scoring (checkpointed: scored once, counted once) and their counts."""
+    path = lake.sessions(ds)
+    events = require_no_nulls(read_sessions(spark, path, SCORING_COLUMNS), path)
+    known_items = spark.createDataFrame(pa.table({"item_id": pa.array(known_item_ids, pa.string())}))
+    partitions = SCORING_TASKS_PER_CORE * spark.sparkContext.defaultParallelism
+    sequences = session_sequences(events, known_items, partitions).localCheckpoint()
+    return sequences, sequence_stats(sequences)

@@ -1,0 +1,71 @@
+"""The jobs' SparkSession (jobs/spark.py): correctness settings always, nothing else over what the user set.
+
+Each case starts Spark in a fresh process (the test session's own JVM is already configured), about 10 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[2]
+PROBE = """
+import json, sys
+from jobs.spark import build_session
+
+spark = build_session("probe", master=None, scratch=sys.argv[1], driver_memory="900m")
+conf = spark.sparkContext.getConf()
+keys = ["spark.sql.session.timeZone", "spark.sql.parquet.outputTimestampType",
+        "spark.sql.execution.arrow.pyspark.enabled", "spark.sql.shuffle.partitions", "spark.sql.adaptive.enabled",
+        "spark.sql.adaptive.coalescePartitions.enabled", "spark.ui.showConsoleProgress", "spark.ui.enabled",
+        "spark.sql.warehouse.dir", "spark.driver.memory", "spark.app.name", "spark.master"]
+print("PROBE " + json.dumps({key: conf.get(key, spark.conf.get(key, None)) for key in keys}))
+spark.stop()
+"""
+
+
+def probe(tmp_path: Path, command: list[str], env: dict[str, str]) -> dict[str, str]:
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    scratch = tmp_path / "scratch"
+    environment = {**os.environ, "PYTHONPATH": str(PROJECT), "PYSPARK_PYTHON": sys.executable, **env}
+    environment.pop("PYSPARK_GATEWAY_PORT", None)
+    result = subprocess.run([*command, str(script), str(scratch)], cwd=tmp_path, env=environment,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("PROBE ")]
+    return json.loads(line.removeprefix("PROBE "))
+
+
+def test_spark_submit_settings_are_kept_and_only_correctness_is_set(tmp_path: Path) -> None:
+    spark_submit = Path(sys.executable).parent / "spark-submit"
+    conf = probe(tmp_path, [str(spark_submit), "--master", "local[1]", "--name", "submitted", "--driver-memory",
+                            "700m", "--conf", "spark.sql.shuffle.partitions=3", "--conf",
+                            "spark.sql.adaptive.enabled=false", "--conf", "spark.ui.enabled=false",
+                            "--conf", "spark.sql.session.timeZone=America/New_York"], {})
+    assert conf["spark.sql.shuffle.partitions"] == "3"
+    assert conf["spark.sql.adaptive.enabled"] == "false"
+    assert conf["spark.driver.memory"] == "700m"
+    assert (conf["spark.app.name"], conf["spark.master"]) == ("submitted", "local[1]")
+    # Correctness is not negotiable: the lake's days and timestamps are UTC.
+    assert conf["spark.sql.session.timeZone"] == "UTC"
+    assert conf["spark.sql.parquet.outputTimestampType"] == "TIMESTAMP_MICROS"
+    assert conf["spark.sql.execution.arrow.pyspark.enabled"] == "true"
+    # No local defaults under spark-submit: the scratch folder is the job's only when it starts Spark.
+    assert not (conf["spark.sql.warehouse.dir"] or "").startswith(str(tmp_path / "scratch"))
+
+
+def test_a_job_starting_its_own_local_master_gets_the_local_defaults_under_the_users(tmp_path: Path) -> None:
+    user = "--conf spark.sql.shuffle.partitions=5 --conf spark.ui.showConsoleProgress=true pyspark-shell"
+    conf = probe(tmp_path, [sys.executable], {"PYSPARK_SUBMIT_ARGS": user})
+    assert conf["spark.sql.shuffle.partitions"] == "5"  # the user's
+    assert conf["spark.ui.showConsoleProgress"] == "true"  # the user's
+    assert conf["spark.sql.adaptive.enabled"] == conf["spark.sql.adaptive.coalescePartitions.enabled"] == "true"
+    assert conf["spark.ui.enabled"] == "false"
+    assert conf["spark.driver.memory"] == "900m"  # the settings' (SESSIONREC_SPARK_DRIVER_MEMORY)
+    assert conf["spark.sql.warehouse.dir"].endswith(str(tmp_path / "scratch" / "spark-warehouse"))
+    assert (conf["spark.app.name"], conf["spark.master"]) == ("probe", "local[*]")
+    assert conf["spark.sql.session.timeZone"] == "UTC"
