@@ -103,14 +103,14 @@ def register_model(model_dir: Path, tracking_uri: str, artifact_root: Path) -> s
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from model.packaging import log_gru4rec_model
+    from model.packaging import log_session_model
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     experiment = client.create_experiment("bench", artifact_location=artifact_root.as_uri())
     with mlflow.start_run(experiment_id=experiment):
-        info = log_gru4rec_model(model_dir, registered_model_name=MODEL_NAME)
+        info = log_session_model(model_dir, registered_model_name=MODEL_NAME)
     client.set_registered_model_alias(MODEL_NAME, "champion", str(info.registered_model_version))
     return f"models:/{MODEL_NAME}@champion"
 

@@ -145,7 +145,7 @@ def measure_pipeline(epochs: int, threads: int) -> dict[str, Any]:
             spark.stop()
         prepare = time.perf_counter() - start
         params = TrainParams.from_dict({**PRESETS["rsc15"], "epochs": epochs})
-        result = run(Path(lake) / "training" / f"ds={PIPELINE_DAYS[-1]}", params, device="cpu",
+        result = run(Path(lake) / "training" / f"ds={PIPELINE_DAYS[-1]}", params.to_dict(), device="cpu",
                      cpu_threads=threads)
     rows = [{"part": "pipeline", "model": "gru4rec (cross-entropy)", "data": "pipeline", **_accuracy(result.metrics),
              "train_seconds": round(result.train_seconds, 1), "pairs_per_s": round(result.throughput_events_per_s),

@@ -6,14 +6,19 @@ among the triggering events), or by hand with the form below (any day, other hyp
 
 1. **build_training_set**: `jobs/training_set.py` through `spark-submit`: the `training_days` days of
    sessions ending with D, split in time (D is the test day), filtered, with an item vocabulary.
-2. **train**: the GPU task. Trains GRU4Rec with the Params' hyperparameters (the default preset
-   otherwise), evaluates it on the test day against the baselines with full ranking, and logs everything
-   to MLflow with the model. It runs in the pool and queue named by `Settings.gpu_pool` /
+2. **train**: the GPU task. With the family `auto` (default) it fits every family of
+   `Settings.families` (GRU4Rec with its tuned preset when a search left one, SR, V-SKNN, ...) on the
+   validation split, keeps the best as the candidate, evaluates all of them on the test day beside the
+   baselines with full ranking, and logs the candidate, its model and the leaderboard to MLflow; with a
+   family chosen in the form it fits that one only. The GRU4Rec hyperparameters of the form override its
+   preset. It runs in the pool and queue named by `Settings.gpu_pool` /
    `Settings.gpu_queue`, so on Celery or Kubernetes it lands on a GPU worker and one GPU trains one
    model at a time. A retry resumes from the last epoch checkpoint.
 3. **register**: a new version of the registered model (`Settings.model_name`).
-4. **gate**: promotes the version to `@champion` if it is not worse than the champion (within
-   `Settings.gate_tolerance`) and beats most-popular, or if `force_promote` is set. The decision
+4. **gate**: on the test split of this day's training set in the lake, refuses a version whose vocabulary
+   covers too little of the day's events (`Settings.gate_min_coverage`), and promotes it to `@champion`
+   if it is not worse than the champion of any family (within `Settings.gate_tolerance`) and not beaten
+   by the best baseline, or if `force_promote` is set. The decision
    updates the **model** asset with `{"ds", "version", "promoted", "champion_version"}`, which starts
    `gru4rec_score`.
 
@@ -28,7 +33,7 @@ from typing import Any
 
 from airflow.sdk import DAG, task
 from dag_support.assets import model_asset, sessions_asset
-from dag_support.params import training_overrides, training_params
+from dag_support.params import AUTO_FAMILY, training_overrides, training_params
 from dag_support.spark import spark_job
 from dag_support.tasks import resolve_day
 
@@ -57,12 +62,15 @@ with DAG(
                               "--min-session-length", str(settings.min_session_length)])
 
     @task(pool=settings.gpu_pool, queue=settings.gpu_queue, retries=2,
-          execution_timeout=timedelta(hours=8), task_display_name="Train and evaluate GRU4Rec")
+          execution_timeout=timedelta(hours=8), task_display_name="Train, select and evaluate")
     def train(day: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Train (resuming from a checkpoint on retry), evaluate with baselines, log the MLflow run."""
+        """Fit the families, select on validation (the candidate resumes from a checkpoint on retry),
+        evaluate with baselines, log the MLflow run and the leaderboard."""
         from lifecycle.pipeline import train_and_log
 
-        return train_and_log(settings, date.fromisoformat(day), overrides=training_overrides(params or {}))
+        params = params or {}
+        return train_and_log(settings, date.fromisoformat(day), family=params.get("family", AUTO_FAMILY),
+                             overrides=training_overrides(params))
 
     @task(task_display_name="Register the model version")
     def register(trained: dict[str, Any], day: str) -> int:

@@ -6,12 +6,18 @@ Aliases of the registered model (``Settings.model_name``, default ``gru4rec``):
 - ``previous``: the champion before the last promotion (roll back by promoting it with ``--force``);
 - ``challenger``: the latest version that did not pass the gate.
 
-The gate (:func:`decide_promotion`) promotes a candidate when it trails the champion by at most
-``Settings.gate_tolerance`` (absolute) on both Recall@20 and MRR@20, and beats the most-popular baseline
-by more than ``Settings.gate_baseline_margin`` on Recall@20. With no champion yet only the baseline check
-applies. Every model is evaluated on the same test split with its own vocabulary: test events whose item
-a model does not know are skipped as input and count as misses as targets (:func:`evaluate_events`),
-so a champion trained on an older vocabulary is not flattered by dropping what it cannot rank.
+The gate (:func:`gate_and_promote`) evaluates the candidate, the champion and the baselines on the same
+data: the test split of the production lake's training set for the day being gated (the caller passes
+it; never a folder only the candidate brought). It refuses a candidate whose vocabulary holds the items
+of less than ``Settings.gate_min_coverage`` of those test events (a model of another clickstream),
+whatever its metrics. Otherwise (:func:`decide_promotion`) it promotes a candidate of any family when it
+trails the champion (of any family) by at most ``Settings.gate_tolerance`` (absolute) on both Recall@20
+and MRR@20, and reaches on both the best baseline other than its own family (fitted on the same
+training set's train split) plus ``Settings.gate_baseline_margin``. With no champion
+yet only the baseline check applies. Every model is evaluated with its own vocabulary: test events whose
+item a model does not know are skipped as input and count as misses as targets
+(:func:`evaluate_events`), so a champion trained on an older vocabulary is not flattered by dropping
+what it cannot rank.
 
 The decision, its reason and the metrics it used are recorded as version tags (``gate_*``); an operator
 can force a promotion, recorded as ``gate_decision=forced`` with the user's name.
@@ -19,7 +25,7 @@ can force a promotion, recorded as ``gate_decision=forced`` with the user's name
 CLI::
 
     python -m lifecycle.registry show [--model gru4rec]
-    python -m lifecycle.registry promote --model gru4rec --version N [--training-dir DIR] [--force] [--reason TEXT]
+    python -m lifecycle.registry promote --model gru4rec --version N [--ds YYYY-MM-DD] [--force] [--reason TEXT]
 
 ``promote`` exits with 0 when the version is (or already was) the champion and 1 when the gate refused it.
 """
@@ -53,11 +59,13 @@ from lifecycle.tracking import connect, metric_key
 from model.artifacts import load_model
 from model.data import VOCABULARY_FILE, Vocabulary, dataset_from_table, load_split, read_vocabulary
 from model.device import resolve_device
-from model.network import GRU4RecScorer
+from model.families import LEGACY_FAMILY
 from model.packaging import download_model_dir
 from sessionrec.config import Settings, load_settings
-from training.baselines import fit_baselines
+from sessionrec.layout import local_path
+from training.baselines import BASELINES, fit_baselines
 from training.evaluate import SessionScorer, evaluate
+from training.families import trainer_for
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +73,10 @@ CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
 GATE_METRICS = ("recall@20", "mrr@20")
 KS = (1, 5, 10, 20)
 TEST_EVENT_COLUMNS = ("session_id", "item_id", "event_time")
+FAMILY_TAG = "family"
 MODEL_DESCRIPTION = (
-    "GRU4Rec session-based next-item recommender (pyfunc: session_id + item_ids in, top-k items out). "
+    "Session-based next-item recommender (pyfunc: session_id + item_ids in, top-k items out); each version's "
+    "'family' tag says which model family it is (gru4rec, sr, vsknn, ...). "
     "@champion is served by the nightly scoring, @previous is the champion before the last promotion, "
     "@challenger is the latest version that did not pass the promotion gate."
 )
@@ -78,34 +88,62 @@ class GateDecision:
     reason: str
 
 
-def decide_promotion(candidate: Mapping[str, float], champion: Mapping[str, float] | None,
-                     baseline_pop: Mapping[str, float], tolerance: float,
-                     baseline_margin: float) -> GateDecision:
-    """The promotion rule, on metrics keyed like evaluate()'s output (``recall@20``, ``mrr@20``)."""
-    named = {"candidate": candidate, "baseline": baseline_pop}
-    if champion is not None:
-        named["champion"] = champion
+def _check_metrics(named: Mapping[str, Mapping[str, float]]) -> None:
     for label, metrics in named.items():
         missing = [m for m in GATE_METRICS if m not in metrics]
         if missing:
             raise ValueError(f"{label} metrics lack {missing}; got {sorted(metrics)}")
         if not all(math.isfinite(metrics[m]) for m in GATE_METRICS):
             raise ValueError(f"{label} metrics are not finite: {[metrics[m] for m in GATE_METRICS]}")
-    failures = []
-    recall, pop_recall = candidate["recall@20"], baseline_pop["recall@20"]
-    if not recall > pop_recall + baseline_margin:
-        failures.append(f"Recall@20 {recall:.4f} does not beat most-popular {pop_recall:.4f} "
-                        f"by more than {baseline_margin:.4f}")
+
+
+def best_baselines(baselines: Mapping[str, Mapping[str, float]], family: str | None = None) -> dict[str, str]:
+    """For each gate metric, the baseline best on it (ties: the other gate metric, then the name), leaving
+    out ``family`` (a model is not compared with itself)."""
+    others = sorted(name for name in baselines if name != family)
+    if not others:
+        raise ValueError(f"no baseline other than {family!r} to compare with; got {sorted(baselines)}")
+    return {metric: max(others, key=lambda name: (baselines[name][metric],
+                                                  *(baselines[name][m] for m in GATE_METRICS)))
+            for metric in GATE_METRICS}
+
+
+def best_baseline_label(best: Mapping[str, str]) -> str:
+    """``sr``, or ``sr (Recall@20), vsknn (MRR@20)`` when the best differs by metric."""
+    names = set(best.values())
+    return names.pop() if len(names) == 1 else ", ".join(f"{name} ({_label(m)})" for m, name in best.items())
+
+
+def decide_promotion(candidate: Mapping[str, float], champion: Mapping[str, float] | None,
+                     baselines: Mapping[str, Mapping[str, float]], tolerance: float,
+                     baseline_margin: float, family: str | None = None) -> GateDecision:
+    """The promotion rule, on metrics keyed like evaluate()'s output (``recall@20``, ``mrr@20``).
+
+    ``baselines`` maps baseline names to their metrics. On each gate metric the candidate must reach the
+    best baseline other than ``family`` (its own) plus ``baseline_margin``, and trail the champion by at
+    most ``tolerance``. The reason names both comparisons, passed or not.
+    """
+    named = {"candidate": candidate, **{f"baseline {name}": m for name, m in baselines.items()}}
     if champion is not None:
-        for metric in GATE_METRICS:
-            if candidate[metric] < champion[metric] - tolerance:
-                failures.append(f"{_label(metric)} {candidate[metric]:.4f} trails the champion's "
-                                f"{champion[metric]:.4f} by more than {tolerance:.4f}")
-    if failures:
-        return GateDecision(False, "; ".join(failures))
-    against = "the champion (within tolerance) and " if champion is not None else "no champion yet; "
-    return GateDecision(True, f"Recall@20 {recall:.4f}, MRR@20 {candidate['mrr@20']:.4f}: passes "
-                              f"{against}beats most-popular ({pop_recall:.4f})")
+        named["champion"] = champion
+    _check_metrics(named)
+    best = best_baselines(baselines, family)
+    margin = f" + margin {baseline_margin:.4f}" if baseline_margin else ""
+    beaten = [m for m in GATE_METRICS if candidate[m] < baselines[best[m]][m] + baseline_margin]
+    against = ", ".join(f"{_label(m)} {best[m]} {baselines[best[m]][m]:.4f} against the candidate's "
+                        f"{candidate[m]:.4f}{margin}" for m in GATE_METRICS)
+    baseline_part = (f"the best baseline beats it on {' and '.join(_label(m) for m in beaten)} ({against})"
+                     if beaten else f"not beaten by the best baseline ({against})")
+    if champion is None:
+        champion_part, trails = "no champion yet", []
+    else:
+        trails = [m for m in GATE_METRICS if candidate[m] < champion[m] - tolerance]
+        compared = ", ".join(f"{_label(m)} {candidate[m]:.4f} against {champion[m]:.4f}" for m in GATE_METRICS)
+        champion_part = (f"trails the champion by more than {tolerance:.4f} on "
+                         f"{' and '.join(_label(m) for m in trails)} ({compared})" if trails else
+                         f"within {tolerance:.4f} of the champion ({compared})")
+    promote = not beaten and not trails
+    return GateDecision(promote, f"{'promoted' if promote else 'refused'}: {champion_part}; {baseline_part}")
 
 
 def _label(metric: str) -> str:
@@ -138,7 +176,8 @@ def evaluate_events(scorer: SessionScorer, vocabulary: Vocabulary, events: pa.Ta
     Events whose item is not in ``vocabulary`` are dropped before evaluation (the model never sees them
     as input, as in scoring); evaluate() then averages over the targets it could rank, and the averages
     are rescaled to all targets of ``events``, so each target the model could not rank is a miss
-    (including the known targets of sessions left with fewer than two known events).
+    (including the known targets of sessions left with fewer than two known events). ``coverage`` is the
+    share of the events whose item the vocabulary holds.
     """
     total = count_targets(events)
     if not total:
@@ -152,26 +191,30 @@ def evaluate_events(scorer: SessionScorer, vocabulary: Vocabulary, events: pa.Ta
         metrics = {key: found[key] * ranked / total for key in metrics}
     logger.info("%s: ranked %d of %d targets (%d test events with unknown items)", type(scorer).__name__,
                 ranked, total, unknown)
-    return {**metrics, "n_events": total, "ranked_events": ranked, "unknown_events": unknown}
+    return {**metrics, "n_events": total, "ranked_events": ranked, "unknown_events": unknown,
+            "coverage": 1.0 - unknown / events.num_rows}
 
 
 def evaluate_version(client: MlflowClient, model_name: str, version: str, events: pa.Table,
-                     device: torch.device) -> dict[str, float]:
-    """Download a registered version's model folder and evaluate it on ``events`` (see evaluate_events)."""
-    with tempfile.TemporaryDirectory(prefix="gru4rec-gate-") as scratch:
+                     device: torch.device) -> tuple[str, dict[str, float]]:
+    """Download a registered version's model folder and evaluate it on ``events`` (see evaluate_events):
+    (its family, its metrics)."""
+    with tempfile.TemporaryDirectory(prefix="session-model-gate-") as scratch:
         source = client.get_model_version_download_uri(model_name, version)
         model_dir = download_model_dir(source, scratch)
-        network, vocabulary, _ = load_model(model_dir, device=device)
-    logger.info("evaluating %s version %s on %d test events", model_name, version, events.num_rows)
-    return evaluate_events(GRU4RecScorer(network, device), vocabulary, events)
+        model, vocabulary, _ = load_model(model_dir, device=device)
+    logger.info("evaluating %s version %s (%s) on %d test events", model_name, version, model.family,
+                events.num_rows)
+    return model.family, evaluate_events(trainer_for(model.family).scorer(model), vocabulary, events)
 
 
-def evaluate_popularity(training_dir: Path | str, events: pa.Table) -> dict[str, float]:
-    """The most-popular baseline of the training set's train split on ``events``."""
+def evaluate_baselines_on(training_dir: Path | str, events: pa.Table,
+                          names: Sequence[str] = tuple(BASELINES)) -> dict[str, dict[str, float]]:
+    """The baselines fitted on the training set's train split, each evaluated on ``events``."""
     training_dir = Path(training_dir)
     vocabulary = read_vocabulary(training_dir / VOCABULARY_FILE)
-    pop = fit_baselines(load_split(training_dir, "train", vocabulary), ["pop"])["pop"]
-    return evaluate_events(pop, vocabulary, events)
+    fitted = fit_baselines(load_split(training_dir, "train", vocabulary), list(names))
+    return {name: evaluate_events(scorer, vocabulary, events) for name, scorer in fitted.items()}
 
 
 def aliased_version(client: MlflowClient, model_name: str, alias: str) -> str | None:
@@ -272,10 +315,10 @@ def ensure_registered_model(client: MlflowClient, model_name: str) -> None:
         logger.info("created registered model %s", model_name)
 
 
-def version_description(logical_date: date, run: Run) -> str:
+def version_description(logical_date: date, run: Run, family: str) -> str:
     """What the registry UI shows for a version: date, run, test results, training set, device, commit."""
     metrics, tags = run.data.metrics, run.data.tags
-    lines = [f"GRU4Rec trained for {logical_date.isoformat()} (run {run.info.run_name}, {run.info.run_id})."]
+    lines = [f"{family} trained for {logical_date.isoformat()} (run {run.info.run_name}, {run.info.run_id})."]
     if "test_recall_20" in metrics and "test_mrr_20" in metrics:
         results = f"Test Recall@20 {metrics['test_recall_20']:.4f}, MRR@20 {metrics['test_mrr_20']:.4f}"
         if "baseline_pop_recall_20" in metrics:
@@ -296,11 +339,12 @@ def register_version(client: MlflowClient, model_info: ModelInfo, model_name: st
     run = client.get_run(model_info.run_id)
     tags = {key: f"{value:.6g}" for key, value in run.data.metrics.items() if key.startswith("test_")}
     tags["logical_date"] = logical_date.isoformat()
+    tags[FAMILY_TAG] = str((model_info.metadata or {}).get(FAMILY_TAG, LEGACY_FAMILY))
     if "training_dir" in run.data.tags:
         tags["training_dir"] = run.data.tags["training_dir"]
+    description = version_description(logical_date, run, tags[FAMILY_TAG])
     version = client.create_model_version(model_name, source=model_info.model_uri, run_id=model_info.run_id,
-                                          tags=tags, description=version_description(logical_date, run),
-                                          model_id=model_info.model_id)
+                                          tags=tags, description=description, model_id=model_info.model_id)
     logger.info("registered %s version %s from run %s", model_name, version.version, model_info.run_id)
     return version
 
@@ -317,10 +361,11 @@ def set_champion(client: MlflowClient, model_name: str, version: str) -> None:
 
 
 def record_gate(client: MlflowClient, model_name: str, version: str, decision: str, reason: str,
-                evaluated: Mapping[str, Mapping[str, float] | None]) -> None:
-    """The gate's outcome as version tags: gate_decision, gate_reason, gate_at, gate_<who>_<metric>."""
+                evaluated: Mapping[str, Mapping[str, float] | None], extra: Mapping[str, str] | None = None) -> None:
+    """The gate's outcome as version tags: gate_decision, gate_reason, gate_at, gate_<who>_<metric>, and
+    ``extra`` (gate_test_data, gate_coverage, gate_best_baseline)."""
     tags = {"gate_decision": decision, "gate_reason": reason,
-            "gate_at": datetime.now(UTC).isoformat(timespec="seconds")}
+            "gate_at": datetime.now(UTC).isoformat(timespec="seconds"), **(extra or {})}
     for who, metrics in evaluated.items():
         if metrics is not None:
             tags.update({metric_key(m, f"gate_{who}"): f"{metrics[m]:.6g}" for m in GATE_METRICS})
@@ -329,13 +374,14 @@ def record_gate(client: MlflowClient, model_name: str, version: str, decision: s
 
 
 def gate_and_promote(client: MlflowClient, model_name: str, version: str | int, training_dir: Path | str,
-                     tolerance: float, baseline_margin: float, device: str = "auto",
-                     baseline_pop: Mapping[str, float] | None = None) -> GateDecision:
-    """Evaluate ``version`` and the current champion on the training set's test split, then move aliases.
+                     tolerance: float, baseline_margin: float, min_coverage: float, device: str = "auto",
+                     baselines: Sequence[str] = tuple(BASELINES)) -> GateDecision:
+    """Evaluate ``version``, the current champion and the baselines on the test split of ``training_dir``
+    (the production lake's training set of the day gated), then move aliases.
 
     Promoted: ``champion`` -> version (old champion -> ``previous``). Not promoted: ``challenger`` ->
-    version. ``baseline_pop`` (evaluate()-style metrics of the most-popular baseline on this test split)
-    is computed from the train split when not given.
+    version. A candidate whose vocabulary covers less than ``min_coverage`` of the test events is
+    refused before anything else is evaluated.
     """
     version = str(version)
     champion_version = aliased_version(client, model_name, CHAMPION)
@@ -343,22 +389,39 @@ def gate_and_promote(client: MlflowClient, model_name: str, version: str | int, 
         return GateDecision(True, f"version {version} is already the champion")
     resolved = resolve_device(device)
     events = read_test_events(training_dir)
-    candidate = evaluate_version(client, model_name, version, events, resolved)
-    champion = (evaluate_version(client, model_name, champion_version, events, resolved)
-                if champion_version is not None else None)
-    baseline = dict(baseline_pop) if baseline_pop is not None else evaluate_popularity(training_dir, events)
-    decision = decide_promotion(candidate, champion, baseline, tolerance, baseline_margin)
+    family, candidate = evaluate_version(client, model_name, version, events, resolved)
+    extra = {"gate_test_data": str(Path(training_dir).resolve()), "gate_coverage": f"{candidate['coverage']:.6g}"}
+    if candidate["coverage"] < min_coverage:
+        decision = GateDecision(False, f"refused: its vocabulary covers {candidate['coverage']:.1%} of the "
+                                       f"{events.num_rows} test events of {Path(training_dir).name} (at least "
+                                       f"{min_coverage:.1%} required): a model of other data")
+        evaluated: dict[str, Mapping[str, float] | None] = {"candidate": candidate}
+    else:
+        champion = None
+        if champion_version is not None:
+            champion = evaluate_version(client, model_name, champion_version, events, resolved)[1]
+        baseline_metrics = evaluate_baselines_on(training_dir, events, baselines)
+        decision = decide_promotion(candidate, champion, baseline_metrics, tolerance, baseline_margin, family)
+        best = best_baselines(baseline_metrics, family)
+        extra["gate_best_baseline"] = best_baseline_label(best)
+        evaluated = {"candidate": candidate, "champion": champion,
+                     "best_baseline": {m: baseline_metrics[name][m] for m, name in best.items()}}
     if champion_version is not None:
-        reason = f"{decision.reason} (champion: version {champion_version})"
-        decision = GateDecision(decision.promote, reason)
+        decision = GateDecision(decision.promote, f"{decision.reason} (champion: version {champion_version})")
     record_gate(client, model_name, version, "promoted" if decision.promote else "rejected", decision.reason,
-                {"candidate": candidate, "champion": champion, "baseline_pop": baseline})
+                evaluated, extra)
     if decision.promote:
         set_champion(client, model_name, version)
     else:
         client.set_registered_model_alias(model_name, CHALLENGER, version)
         logger.info("%s version %s not promoted (challenger): %s", model_name, version, decision.reason)
     return decision
+
+
+def record_not_gated(client: MlflowClient, model_name: str, version: str | int, reason: str) -> None:
+    """Record on the version that the gate never ran for it (its aliases are left alone)."""
+    record_gate(client, model_name, str(version), "not gated", reason, {})
+    logger.info("%s version %s not gated: %s", model_name, version, reason)
 
 
 def force_promote(client: MlflowClient, model_name: str, version: str | int, reason: str = "") -> GateDecision:
@@ -403,12 +466,17 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
                      for line in [header, *rows])
 
 
-def training_dir_of(client: MlflowClient, model_name: str, version: str) -> str:
-    """The training set a version was trained on (its ``training_dir`` tag)."""
-    found = client.get_model_version(model_name, version).tags.get("training_dir")
+def gated_day(client: MlflowClient, model_name: str, version: str) -> date:
+    """The day a version is gated for: its ``logical_date`` tag."""
+    found = client.get_model_version(model_name, version).tags.get("logical_date")
     if not found:
-        raise ValueError(f"{model_name} version {version} has no training_dir tag; pass --training-dir")
-    return found
+        raise ValueError(f"{model_name} version {version} has no logical_date tag; pass --ds")
+    return date.fromisoformat(found)
+
+
+def production_test_data(settings: Settings, day: date) -> Path:
+    """The production lake's training set of ``day``: the only data the gate evaluates on."""
+    return local_path(settings.layout.training_set(day))
 
 
 def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
@@ -419,8 +487,9 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     promote = commands.add_parser("promote", help="run the promotion gate on a version (or --force it)")
     promote.add_argument("--model", default=None, help="registered model name (default: Settings.model_name)")
     promote.add_argument("--version", required=True, help="the version to promote")
-    promote.add_argument("--training-dir", default=None,
-                         help="training set whose test split the gate uses (default: the version's own)")
+    promote.add_argument("--ds", type=date.fromisoformat, default=None,
+                         help="the day whose test split (of the production lake's training set, Settings.lake) "
+                              "the gate uses (default: the version's logical_date)")
     promote.add_argument("--force", action="store_true", help="skip the gate; recorded as forced")
     promote.add_argument("--reason", default="", help="why a promotion is forced (recorded)")
     args = parser.parse_args(argv)
@@ -433,9 +502,10 @@ def main(argv: Sequence[str] | None = None, settings: Settings | None = None) ->
     if args.force:
         decision = force_promote(client, model_name, args.version, args.reason)
     else:
-        decision = gate_and_promote(client, model_name, args.version,
-                                    args.training_dir or training_dir_of(client, model_name, args.version),
-                                    settings.gate_tolerance, settings.gate_baseline_margin, settings.device)
+        day = args.ds or gated_day(client, model_name, args.version)
+        decision = gate_and_promote(client, model_name, args.version, production_test_data(settings, day),
+                                    settings.gate_tolerance, settings.gate_baseline_margin,
+                                    settings.gate_min_coverage, settings.device)
     print(f"{model_name} version {args.version}: {'promoted' if decision.promote else 'not promoted'}: "
           f"{decision.reason}")
     return 0 if decision.promote else 1

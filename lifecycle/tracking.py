@@ -57,7 +57,7 @@ from mlflow.tracking import MlflowClient
 
 from lifecycle.connection import connect
 from model.data import SPLITS, VOCABULARY_FILE
-from model.packaging import log_gru4rec_model
+from model.packaging import log_session_model
 from sessionrec.config import PROJECT_ROOT, Settings
 
 if TYPE_CHECKING:
@@ -232,9 +232,10 @@ class TrainingRun:
         values.update({metric_key(k, "valid"): v for k, v in (stats.eval_metrics or {}).items() if "@" in k})
         self._log_metrics(values, step=stats.epoch)
 
-    def log_test_metrics(self, metrics: Mapping[str, float]) -> None:
-        """The trained model's test metrics (evaluate()'s dictionary) as ``test_*``."""
-        self.results[MODEL_LABEL] = dict(metrics)
+    def log_test_metrics(self, metrics: Mapping[str, float], label: str = MODEL_LABEL) -> None:
+        """The trained model's test metrics (evaluate()'s dictionary) as ``test_*``; ``label`` names it in
+        the comparison table and plot (its family)."""
+        self.results[label] = dict(metrics)
         self._log_metrics({metric_key(k, "test"): v for k, v in metrics.items()})
 
     def log_baselines(self, baselines: Mapping[str, Mapping[str, float]]) -> None:
@@ -264,7 +265,7 @@ class TrainingRun:
     def log_model(self, model_dir: Path | str, name: str = "model") -> ModelInfo:
         """The model folder as the run's pyfunc model (model/packaging.py)."""
         self._require_active()
-        return log_gru4rec_model(Path(model_dir), name=name)
+        return log_session_model(Path(model_dir), name=name)
 
     def _require_active(self) -> None:
         """MLflow's dataset and model logging write to the active run: it must be this one."""

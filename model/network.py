@@ -125,6 +125,8 @@ class GRULayer(nn.Module):
 class GRU4Rec(nn.Module):
     """GRU layers over item input, scoring items by their output embedding plus an item bias."""
 
+    family = "gru4rec"
+
     def __init__(self, config: GRU4RecConfig) -> None:
         super().__init__()
         self.config = config
@@ -145,6 +147,10 @@ class GRU4Rec(nn.Module):
     @property
     def n_items(self) -> int:
         return self.config.n_items
+
+    @property
+    def device(self) -> torch.device:
+        return self.item_embedding.device
 
     def reset_parameters(self) -> None:
         with torch.no_grad():
@@ -220,6 +226,31 @@ class GRU4Rec(nn.Module):
             return self.score_rows(output, self.item_embedding, self.item_bias)
         return self.score_rows(output, self.item_embedding.index_select(0, items),
                                self.item_bias.index_select(0, items))
+
+    @torch.no_grad()
+    def score_sessions(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The SessionModel contract (model/families.py): scores [n, n_items] after each session's last item.
+
+        ``items`` [n, L] is right-padded, ``lengths`` [n] >= 1. Rows run longest first so the rows still
+        active at step t are a prefix of the batch; a row's result never depends on the other rows.
+        """
+        lengths = lengths.to(self.device, torch.long)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        steps = lengths[order].tolist()
+        inputs = items.to(self.device, torch.long)[order]
+        hidden = self.init_hidden(len(steps))
+        final = torch.zeros((len(steps), self.config.layers[-1]), device=self.device, dtype=self.item_embedding.dtype)
+        active = len(steps)
+        for t in range(steps[0] if steps else 0):
+            while steps[active - 1] <= t:
+                active -= 1
+            output, new_hidden = self(inputs[:active, t], [h[:active] for h in hidden])
+            for layer, state in zip(hidden, new_hidden, strict=True):
+                layer[:active] = state
+            final[:active] = output
+        scores = torch.empty((len(steps), self.n_items), device=self.device, dtype=final.dtype)
+        scores[order] = self.score(final)
+        return scores
 
 
 class GRU4RecScorer:

@@ -1,23 +1,32 @@
-"""GRU4Rec as an MLflow ``pyfunc`` model, logged as "models from code": nothing is pickled.
+"""A session model of any family as an MLflow ``pyfunc`` model, logged as "models from code": nothing is
+pickled. One pyfunc serves every family (model/families.py); the model folder's ``config.json`` says which.
 
 What a logged model holds (``<run artifacts>/<name>/``):
 
 - ``MLmodel``, ``requirements.txt`` and friends, written by MLflow; the pip requirements are explicit and
   pinned to the versions installed here (which also skips MLflow's slow requirement inference);
-- ``gru4rec_pyfunc.py``: a three-line entry point that imports :class:`GRU4RecPyfunc` and hands an
+- ``session_pyfunc.py``: a three-line entry point that imports :class:`SessionPyfunc` and hands an
   empty instance to ``mlflow.models.set_model``. MLflow runs this file when the model is loaded, instead
   of unpickling a ``python_model.pkl`` (what it writes for a ``PythonModel`` *instance*: the instance
   cloudpickled, whose loading executes whatever the pickle says; MLflow 3.17 refuses to load those unless
   ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` is set);
 - ``code/model/``: this project's ``model`` package, so a fresh environment built from the requirements
   can import it (MLflow prepends ``code/`` to ``sys.path`` on load; an already imported ``model`` wins);
-- ``artifacts/<folder>/``: the model folder written by ``model/artifacts.py``: ``model.pt`` (a
-  ``state_dict``, loaded with ``weights_only=True`` and mapped onto the loading device), ``items.parquet``
-  and ``config.json``. This is data only; loading it never executes code from it.
+- ``artifacts/<folder>/``: the model folder written by ``model/artifacts.py``: the family's data files
+  (GRU4Rec: ``model.pt``, a ``state_dict`` loaded with ``weights_only=True`` and mapped onto the loading
+  device; SR, V-SKNN: Parquet tables), ``items.parquet`` and ``config.json``. This is data only; loading
+  it never executes code from it.
+
+The logged model's family is in its MLmodel ``metadata`` and becomes the ``family`` tag of its registered
+version (lifecycle/registry.py).
+Versions logged before families existed have the entry point ``gru4rec_pyfunc.py`` importing
+``GRU4RecPyfunc`` and the artifact key ``gru4rec``; both still load (an already imported ``model``
+package wins over the one they carry).
 
 ``load_context`` builds a :class:`model.recommender.Recommender` from that folder. The device is "auto"
 (CUDA when present, else CPU) unless the loader passes ``model_config={"device": "cpu"}``; the
-sessions scored per batch can be set the same way (``"chunk_size"``).
+sessions scored per batch (``"chunk_size"``) and the most recent events scored per session
+(``"max_session_events"``) can be set the same way.
 
 Input: a DataFrame with ``session_id`` (string) and ``item_ids`` (list of strings, oldest first).
 Output: one row per recommendation: ``session_id``, ``rank`` (1..k), ``item_id``, ``score``, ``fallback``.
@@ -41,29 +50,32 @@ from mlflow.models.model import ModelInfo
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-from model.recommender import DEFAULT_CHUNK_SIZE, Recommender
+from model.recommender import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_SESSION_EVENTS, Recommender
 
 logger = logging.getLogger(__name__)
 
-ARTIFACT_KEY = "gru4rec"
+ARTIFACT_KEY = "model"
+# The artifact key of versions logged before families existed (all GRU4Rec).
+LEGACY_ARTIFACT_KEY = "gru4rec"
 INPUT_COLUMNS = ("session_id", "item_ids")
 DEFAULT_PARAMS: dict[str, Any] = {"k": 20, "exclude_last": True}
 # Load-time options; a loader overrides them with mlflow.pyfunc.load_model(uri, model_config={...}).
-DEFAULT_MODEL_CONFIG: dict[str, Any] = {"device": "auto", "chunk_size": DEFAULT_CHUNK_SIZE}
-REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "pyarrow")
-ENTRY_POINT_FILE = "gru4rec_pyfunc.py"
+DEFAULT_MODEL_CONFIG: dict[str, Any] = {"device": "auto", "chunk_size": DEFAULT_CHUNK_SIZE,
+                                         "max_session_events": DEFAULT_MAX_SESSION_EVENTS}
+REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "pyarrow", "scipy")
+ENTRY_POINT_FILE = "session_pyfunc.py"
 # This project's ``model`` package (the folder of this file), shipped with the logged model.
 MODEL_PACKAGE = Path(__file__).resolve().parent
-ENTRY_POINT = '''"""MLflow models-from-code entry point of the GRU4Rec pyfunc (written by model/packaging.py)."""
+ENTRY_POINT = '''"""MLflow models-from-code entry point of the session model pyfunc (written by model/packaging.py)."""
 from mlflow.models import set_model
 
-from model.packaging import GRU4RecPyfunc
+from model.packaging import SessionPyfunc
 
-set_model(GRU4RecPyfunc())
+set_model(SessionPyfunc())
 '''
 
 
-class GRU4RecPyfunc(PythonModel):
+class SessionPyfunc(PythonModel):
     """Recommends the next items of sessions; holds nothing until ``load_context`` reads the artifacts."""
 
     def __init__(self) -> None:
@@ -71,14 +83,15 @@ class GRU4RecPyfunc(PythonModel):
 
     def load_context(self, context: PythonModelContext) -> None:
         config = {**DEFAULT_MODEL_CONFIG, **(context.model_config or {})}
-        self._recommender = Recommender.from_directory(context.artifacts[ARTIFACT_KEY],
+        self._recommender = Recommender.from_directory(model_artifact(context.artifacts),
                                                        device=str(config["device"]),
-                                                       chunk_size=int(config["chunk_size"]))
+                                                       chunk_size=int(config["chunk_size"]),
+                                                       max_session_events=int(config["max_session_events"]))
 
     def predict(self, context: PythonModelContext, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
         if self._recommender is None:
-            raise RuntimeError("GRU4RecPyfunc.predict called before load_context")
+            raise RuntimeError("SessionPyfunc.predict called before load_context")
         options = {**DEFAULT_PARAMS, **(params or {})}
         try:
             frame = checked_input(model_input)
@@ -89,6 +102,18 @@ class GRU4RecPyfunc(PythonModel):
             # other exception is answered with a generic message.
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from exc
         return recommendations.to_pandas(frame["session_id"].astype(str).to_numpy())
+
+
+# The class name the entry point of versions logged before families existed imports.
+GRU4RecPyfunc = SessionPyfunc
+
+
+def model_artifact(artifacts: dict[str, str]) -> str:
+    """The model folder among a logged model's artifacts (the key of older versions is ``gru4rec``)."""
+    for key in (ARTIFACT_KEY, LEGACY_ARTIFACT_KEY):
+        if key in artifacts:
+            return artifacts[key]
+    raise ValueError(f"not a session model pyfunc: no {ARTIFACT_KEY!r} artifact, found {sorted(artifacts)}")
 
 
 def checked_input(model_input: pd.DataFrame) -> pd.DataFrame:
@@ -131,9 +156,10 @@ def model_signature(recommender: Recommender, example: pd.DataFrame) -> ModelSig
                                params=DEFAULT_PARAMS)
 
 
-def log_gru4rec_model(model_dir: Path | str, name: str = "model",
+def log_session_model(model_dir: Path | str, name: str = "model",
                       registered_model_name: str | None = None) -> ModelInfo:
-    """Log the model folder ``model_dir`` as a pyfunc model in the active run (optionally registering it).
+    """Log the model folder ``model_dir`` (any family) as a pyfunc model in the active run (optionally
+    registering it).
 
     The folder is loaded on the CPU first: a folder that does not load (wrong files, tampered weights,
     bad configuration) is refused here rather than at scoring time, and the signature comes from a real
@@ -143,7 +169,7 @@ def log_gru4rec_model(model_dir: Path | str, name: str = "model",
     recommender = Recommender.from_directory(model_dir, device="cpu")
     example: ModelInputExample = input_example(recommender)
     signature = model_signature(recommender, example)
-    with tempfile.TemporaryDirectory(prefix="gru4rec-pyfunc-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="session-pyfunc-") as scratch:
         entry_point = Path(scratch) / ENTRY_POINT_FILE
         entry_point.write_text(ENTRY_POINT)
         info = mlflow.pyfunc.log_model(
@@ -155,17 +181,20 @@ def log_gru4rec_model(model_dir: Path | str, name: str = "model",
             input_example=example,
             model_config=DEFAULT_MODEL_CONFIG,
             pip_requirements=pinned_requirements(),
+            metadata={"family": recommender.family},
             registered_model_name=registered_model_name,
         )
-    logger.info("logged %s as pyfunc model %s (%s)", model_dir, info.model_uri, info.artifact_path)
+    logger.info("logged %s model %s as pyfunc model %s (%s)", recommender.family, model_dir, info.model_uri,
+                info.artifact_path)
     return info
 
 
 def download_model_dir(model_uri: str, dst: Path | str) -> Path:
-    """Download a logged GRU4Rec pyfunc model under ``dst`` and return its model folder (model.pt, ...)."""
+    """Download a logged session model pyfunc under ``dst`` and return its model folder (config.json, ...)."""
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
     flavor = Model.load(str(local)).flavors.get("python_function", {})
-    artifact = flavor.get("artifacts", {}).get(ARTIFACT_KEY)
-    if artifact is None:
-        raise ValueError(f"{model_uri}: not a GRU4Rec pyfunc model (no {ARTIFACT_KEY!r} artifact in MLmodel)")
-    return local / artifact["path"]
+    artifacts = {key: value["path"] for key, value in flavor.get("artifacts", {}).items()}
+    try:
+        return local / model_artifact(artifacts)
+    except ValueError as exc:
+        raise ValueError(f"{model_uri}: {exc} in MLmodel") from exc

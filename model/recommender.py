@@ -1,14 +1,14 @@
 """Top-k next-item recommendations for whole sessions, from a saved model folder (model/artifacts.py).
 
-Each session (item ids, oldest first) is mapped through the model's vocabulary; unknown items are
-skipped and counted. The GRU runs over the known items from a zero hidden state and its final output
-is scored against every item. A session with no known item gets the most popular items instead
-(flagged ``fallback``).
+Works with a model of any family (a ``SessionModel``, model/families.py). Each session (item ids, oldest
+first) is mapped through the model's vocabulary; unknown items are skipped and counted. Only the most
+recent ``max_session_events`` known items of a session are scored, so one very long session (a crawler)
+has a bounded cost. A session with no known item gets the most popular items instead (flagged
+``fallback``).
 
 Sessions are processed in chunks of sessions of similar length (sorted by length, longest first), so a
-chunk needs as many GRU steps as its longest session and finished rows simply leave the active prefix
-of the batch: a row's result never depends on the other rows of its chunk. Each chunk ends with one
-[chunk, n_items] score matrix and one ``topk``.
+chunk's padded item matrix is hardly larger than its items; a row's result never depends on the other
+rows of its chunk. Each chunk ends with one [chunk, n_items] score matrix and one ``topk``.
 """
 
 from __future__ import annotations
@@ -29,11 +29,12 @@ import torch
 from model.artifacts import load_model
 from model.data import Vocabulary
 from model.device import resolve_device
-from model.network import GRU4Rec
+from model.families import SessionModel
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 2048
+DEFAULT_MAX_SESSION_EVENTS = 50
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,9 @@ class EncodedSessions:
 
 
 def encode_sessions(sessions: Sequence[Sequence[str]], vocabulary: Vocabulary) -> EncodedSessions:
-    """Map item ids to indexes, dropping (and counting) ids the vocabulary does not hold."""
+    """Map item ids to indexes, dropping (and counting) ids the vocabulary does not hold.
+
+    A session's ids may be any sequence (list, tuple, numpy array) of strings."""
     lengths = np.fromiter((len(s) for s in sessions), dtype=np.int64, count=len(sessions))
     flat = list(chain.from_iterable(sessions))
     try:
@@ -111,18 +114,24 @@ def encode_sessions(sessions: Sequence[Sequence[str]], vocabulary: Vocabulary) -
 
 
 class Recommender:
-    """A trained GRU4Rec and its vocabulary, ready to recommend; inference only, on one device."""
+    """A trained session model and its vocabulary, ready to recommend; inference only, on one device."""
 
-    def __init__(self, model: GRU4Rec, vocabulary: Vocabulary, device: torch.device | str = "cpu",
-                 chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+    def __init__(self, model: SessionModel, vocabulary: Vocabulary, device: torch.device | str = "cpu",
+                 chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 max_session_events: int = DEFAULT_MAX_SESSION_EVENTS) -> None:
+        for name, value in (("chunk_size", chunk_size), ("max_session_events", max_session_events)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(model, SessionModel):
+            raise TypeError(f"model must implement SessionModel (family, n_items, device, score_sessions), "
+                            f"got {type(model).__name__}")
+        self.model = model.to(torch.device(device)).eval()
+        self.device = self.model.device  # a CPU-only family stays on the CPU
         self.vocabulary = vocabulary
         self.chunk_size = chunk_size
-        if model.config.n_items != len(vocabulary):
-            raise ValueError(f"the network scores {model.config.n_items} items but the vocabulary holds "
+        self.max_session_events = max_session_events
+        if model.n_items != len(vocabulary):
+            raise ValueError(f"the network scores {model.n_items} items but the vocabulary holds "
                              f"{len(vocabulary)}")
         self._item_ids = pa.array(vocabulary.item_ids, type=pa.string())
         counts = np.asarray(vocabulary.counts, dtype=np.float64)
@@ -130,13 +139,17 @@ class Recommender:
         self._popularity = (counts / max(counts.sum(), 1.0)).astype(np.float32)
 
     @classmethod
-    def from_directory(cls, directory: Path | str, device: str = "auto",
-                       chunk_size: int = DEFAULT_CHUNK_SIZE) -> Recommender:
-        """Load a model folder (model.pt, items.parquet, config.json) onto ``device`` (auto, cpu, cuda)."""
+    def from_directory(cls, directory: Path | str, device: str = "auto", chunk_size: int = DEFAULT_CHUNK_SIZE,
+                       max_session_events: int = DEFAULT_MAX_SESSION_EVENTS) -> Recommender:
+        """Load a model folder of any family onto ``device`` (auto, cpu, cuda)."""
         resolved = resolve_device(device)
         model, vocabulary, _ = load_model(Path(directory), device=resolved)
-        logger.info("loaded %s: %d items, on %s", directory, len(vocabulary), resolved)
-        return cls(model, vocabulary, resolved, chunk_size)
+        logger.info("loaded %s model %s: %d items, on %s", model.family, directory, len(vocabulary), resolved)
+        return cls(model, vocabulary, resolved, chunk_size, max_session_events)
+
+    @property
+    def family(self) -> str:
+        return self.model.family
 
     @property
     def n_items(self) -> int:
@@ -182,40 +195,28 @@ class Recommender:
     def _score_known(self, encoded: EncodedSessions, k: int, exclude_last: bool, item_idx: np.ndarray,
                      scores: np.ndarray) -> None:
         """Fill the rows of sessions with at least one known item, chunk by chunk, longest sessions first."""
-        lengths = encoded.lengths
+        lengths = np.minimum(encoded.lengths, self.max_session_events)
         order = np.argsort(-lengths, kind="stable")
         order = order[lengths[order] > 0]
         with torch.inference_mode():
             for begin in range(0, len(order), self.chunk_size):
                 rows = order[begin:begin + self.chunk_size]
-                top_scores, top_items = self._top_k(encoded, rows, k, exclude_last)
+                top_scores, top_items = self._top_k(encoded, rows, lengths[rows], k, exclude_last)
                 item_idx[rows] = top_items
                 scores[rows] = top_scores
 
-    def _top_k(self, encoded: EncodedSessions, rows: np.ndarray, k: int,
+    def _top_k(self, encoded: EncodedSessions, rows: np.ndarray, lengths: np.ndarray, k: int,
                exclude_last: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, item indexes) for sessions ``rows``, which are sorted by length, longest first."""
-        lengths = encoded.lengths[rows]
-        steps = int(lengths[0])
-        starts = encoded.offsets[rows]
-        # Step-major [steps, rows]: the inputs of step t are a contiguous prefix of row t.
-        position = np.arange(steps)
-        valid = position[:, None] < lengths[None, :]
-        padded = np.zeros((steps, len(rows)), dtype=np.int64)
-        padded[valid] = encoded.items[(starts[None, :] + position[:, None])[valid]]
-        # active[t]: how many rows (a prefix, as rows are sorted) still have an item at step t.
-        active = valid.sum(axis=1).tolist()
-        inputs = torch.from_numpy(padded).to(self.device)
-        hidden = self.model.init_hidden(len(rows), device=self.device)
-        final = torch.zeros((len(rows), self.model.config.layers[-1]), device=self.device)
-        for t, n_active in enumerate(active):
-            output, new_hidden = self.model(inputs[t, :n_active], [h[:n_active] for h in hidden])
-            for layer, state in zip(hidden, new_hidden, strict=True):
-                layer[:n_active] = state
-            final[:n_active] = output
-        item_scores = self.model.score(final)
+        """Top-k (scores, item indexes) for sessions ``rows`` over their last ``lengths`` known items."""
+        ends = encoded.offsets[rows + 1]
+        position = np.arange(int(lengths.max()))
+        valid = position[None, :] < lengths[:, None]
+        padded = np.zeros((len(rows), len(position)), dtype=np.int64)
+        padded[valid] = encoded.items[((ends - lengths)[:, None] + position[None, :])[valid]]
+        item_scores = self.model.score_sessions(torch.from_numpy(padded).to(self.device),
+                                                torch.from_numpy(lengths).to(self.device))
         if exclude_last:
-            last = torch.from_numpy(encoded.items[starts + lengths - 1]).to(self.device)
+            last = torch.from_numpy(encoded.items[ends - 1]).to(item_scores.device)
             item_scores.scatter_(1, last.unsqueeze(1), float("-inf"))
         top = torch.topk(item_scores, k, dim=1, sorted=True)
         return top.values.float().cpu().numpy(), top.indices.cpu().numpy()

@@ -60,9 +60,16 @@ class Settings:
     min_session_length: int = 2
     device: str = "auto"
     # Promotion gate: candidate may trail the champion by at most this much (absolute) on Recall@20 and
-    # MRR@20, and must beat the most-popular baseline by at least this margin on Recall@20.
+    # MRR@20, and reach on both the best baseline's (other than its own family) plus this margin.
     gate_tolerance: float = 0.01
     gate_baseline_margin: float = 0.0
+    # The gate refuses a candidate whose vocabulary holds the items of less than this share of the day's
+    # test events (a model trained on another clickstream).
+    gate_min_coverage: float = 0.5
+    # Model families nightly training fits (comma-separated, training/families.py); the one best on the
+    # validation split by selection_metric is the candidate.
+    families: str = "gru4rec,sr,vsknn"
+    selection_metric: str = "recall@20"
     # Scoring.
     top_k: int = 20
     exclude_last_item: bool = True
@@ -88,6 +95,15 @@ class Settings:
             raise ValueError(f"gap_minutes must be positive, got {self.gap_minutes}")
         if not 0.0 <= self.max_quarantine_share <= 1.0:
             raise ValueError(f"max_quarantine_share must be in [0, 1], got {self.max_quarantine_share}")
+        if not 0.0 <= self.gate_min_coverage <= 1.0:
+            raise ValueError(f"gate_min_coverage must be in [0, 1], got {self.gate_min_coverage}")
+        if not self.family_names:
+            raise ValueError(f"families must name at least one model family, got {self.families!r}")
+
+    @property
+    def family_names(self) -> tuple[str, ...]:
+        """``families`` as a tuple of names (checked against training/families.py where models are fitted)."""
+        return tuple(name.strip() for name in self.families.split(",") if name.strip())
 
     @property
     def layout(self) -> Lake:

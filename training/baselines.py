@@ -5,6 +5,10 @@
 Every baseline keeps each slot's session prefix and scores all items for the active slots with batched
 array operations. Item-to-item structures keep only the top-N entries per item, so memory grows with
 n_items * N, never n_items ** 2.
+
+``sr`` and ``vsknn`` are also servable families: fitting them builds the model/neighbours.py model that
+is saved and served, and they score through it (:class:`ModelBackedScorer`); the others are
+evaluation-only. :class:`SessionModelScorer` evaluates any fitted or loaded SessionModel the same way.
 """
 
 from __future__ import annotations
@@ -22,28 +26,10 @@ import torch
 from torch import nn
 
 from model.data import SessionDataset
+from model.families import SessionModel
+from model.neighbours import ItemNeighbours, VSKNNModel, session_matrix
 
 logger = logging.getLogger(__name__)
-
-
-def session_matrix(data: SessionDataset) -> sp.csr_matrix:
-    """Sessions as binary item vectors: float32 CSR of shape [n_sessions, n_items]."""
-    rows = np.repeat(np.arange(data.n_sessions), data.lengths())
-    matrix = sp.csr_matrix((np.ones(data.n_events, np.float32), (rows, data.item_idx)),
-                           shape=(data.n_sessions, data.n_items))
-    matrix.sum_duplicates()
-    matrix.data[:] = 1.0
-    return matrix
-
-
-def first_per_row(rows: np.ndarray, n_rows: int, n: int, *keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``n`` entries of each row, each row ordered by ``keys`` (``np.lexsort`` order: the last key
-    is the most significant). Returns (entry indexes, their 0-based rank within their row)."""
-    order = np.lexsort((*keys, rows))
-    counts = np.bincount(rows, minlength=n_rows)
-    rank = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-    keep = rank < n
-    return order[keep], rank[keep]
 
 
 def check_parameters(owner: str, positive_ints: dict[str, object] | None = None,
@@ -178,22 +164,36 @@ class SPop(PrefixScorer):
         return scores
 
 
-class NeighbourScorer(PrefixScorer):
+class ModelBackedScorer(PrefixScorer):
+    """A baseline that scores through a SessionModel (``self.model``, built by ``_fit``)."""
+
+    model: SessionModel
+
+    def _score(self, prefix: np.ndarray, lengths: np.ndarray) -> torch.Tensor:
+        return self.model.score_sessions(torch.from_numpy(np.maximum(prefix, 0)), torch.from_numpy(lengths))
+
+
+class SessionModelScorer(ModelBackedScorer):
+    """The evaluator's scorer over an already fitted or loaded SessionModel (any family).
+
+    Each step scores the slots' whole prefixes again: right for models that look at the whole session;
+    a recurrent family gives the evaluator a step-wise scorer instead (training/families.py).
+    """
+
+    def __init__(self, model: SessionModel) -> None:
+        super().__init__()
+        self.model = model
+        self._n_items = model.n_items
+
+    def _fit(self, train: SessionDataset) -> None:
+        raise TypeError(f"{type(self).__name__} wraps a fitted model; it is not fitted itself")
+
+
+class NeighbourScorer(ModelBackedScorer):
     """Scores a session by its last item's row of a top-N item-to-item table (``_fit`` builds it)."""
 
     def _set_table(self, matrix: sp.coo_matrix, n: int) -> None:
-        kept, rank = first_per_row(matrix.row, matrix.shape[0], n, matrix.col, -matrix.data)
-        width = int(rank.max(initial=-1)) + 1
-        self._neighbours = torch.zeros((matrix.shape[0], width), dtype=torch.long)
-        self._weights = torch.zeros((matrix.shape[0], width), dtype=torch.float32)
-        rows = torch.from_numpy(matrix.row[kept].astype(np.int64))
-        self._neighbours[rows, rank] = torch.from_numpy(matrix.col[kept].astype(np.int64))
-        self._weights[rows, rank] = torch.from_numpy(matrix.data[kept].astype(np.float32))
-
-    def _score(self, prefix: np.ndarray, lengths: np.ndarray) -> torch.Tensor:
-        last = torch.from_numpy(prefix[np.arange(len(lengths)), lengths - 1])
-        scores = torch.zeros((len(lengths), self.n_items))
-        return scores.scatter_add_(1, self._neighbours[last], self._weights[last])
+        self.model = ItemNeighbours.from_matrix(matrix, n)
 
 
 class ItemKNN(NeighbourScorer):
@@ -315,17 +315,9 @@ class BPRMF(PrefixScorer):
         return session @ self.item_factors.T + self.item_bias
 
 
-class VSKNN(PrefixScorer):
-    """V-SKNN (Ludewig & Jannach 2018): session kNN with a position-weighted session vector.
-
-    The current session is a vector with weight p / L on its item at position p (1-based, L = length so
-    far; a repeated item keeps its latest weight), times the item's IDF log(n_sessions / sessions with the
-    item) when ``idf``. Its similarity to a train session (a binary vector) is the dot product. Of the train
-    sessions sharing an item, the ``sample_size`` most recent (latest first event) are candidates and the
-    ``k`` most similar of them the neighbours (ties to the more recent); an item scores the sum of the
-    similarities of the neighbours holding it. A step's cost grows with the number of train sessions that
-    share an item with the active sessions (every one is scored before sampling).
-    """
+class VSKNN(ModelBackedScorer):
+    """V-SKNN (Ludewig & Jannach 2018): session kNN with a position-weighted session vector; the scoring
+    is :class:`model.neighbours.VSKNNModel`'s, fitted on the train sessions."""
 
     def __init__(self, k: int = 100, sample_size: int = 1000, idf: bool = False) -> None:
         super().__init__()
@@ -333,28 +325,7 @@ class VSKNN(PrefixScorer):
         self.k, self.sample_size, self.idf = k, sample_size, idf
 
     def _fit(self, train: SessionDataset) -> None:
-        self._sessions = session_matrix(train)
-        self._sessions_t = self._sessions.T.tocsr()
-        holding = np.maximum(np.diff(self._sessions_t.indptr), 1)
-        self._idf = np.log(train.n_sessions / holding) if self.idf else np.ones(train.n_items)
-
-    def _query(self, prefix: np.ndarray, lengths: np.ndarray) -> sp.csr_matrix:
-        rows, positions = np.nonzero(prefix >= 0)
-        items = prefix[rows, positions]
-        weights = (positions + 1) / lengths[rows]
-        order = np.lexsort((weights, items, rows))
-        latest = order[np.r_[(rows[order][1:] != rows[order][:-1]) | (items[order][1:] != items[order][:-1]), True]]
-        values = weights[latest] * self._idf[items[latest]]
-        return sp.csr_matrix((values, (rows[latest], items[latest])), shape=(len(lengths), self.n_items))
-
-    def _score(self, prefix: np.ndarray, lengths: np.ndarray) -> torch.Tensor:
-        n_rows = len(lengths)
-        sims = (self._query(prefix, lengths) @ self._sessions_t).tocoo()
-        recent, _ = first_per_row(sims.row, n_rows, self.sample_size, -sims.col)
-        sims = sp.coo_matrix((sims.data[recent], (sims.row[recent], sims.col[recent])), shape=sims.shape)
-        nearest, _ = first_per_row(sims.row, n_rows, self.k, -sims.col, -sims.data)
-        neighbours = sp.csr_matrix((sims.data[nearest], (sims.row[nearest], sims.col[nearest])), shape=sims.shape)
-        return torch.from_numpy((neighbours @ self._sessions).toarray().astype(np.float32))
+        self.model = VSKNNModel.from_dataset(train, k=self.k, sample_size=self.sample_size, idf=self.idf)
 
 
 BASELINES: dict[str, type[PrefixScorer]] = {

@@ -1,17 +1,26 @@
-"""Train GRU4Rec on a training set folder, evaluate it beside the baselines, and save the model.
+"""Train session models on a training set folder, evaluate them beside the baselines, and save the model.
 
-    python -m training.train --training-dir var/lake/training/ds=2026-11-21 [--split full|tuning]
-        [--preset rsc15] [--loss cross-entropy] [--layers 100] ... [--device auto|cpu|cuda]
-        [--output-dir DIR] [--checkpoint-dir DIR] [--report report.json]
+    python -m training.train --training-dir var/lake/training/ds=2026-11-21 [--family gru4rec|sr|vsknn|...]
+        [--params JSON] [--split full|tuning] [--preset rsc15] [--loss cross-entropy] [--layers 100] ...
+        [--device auto|cpu|cuda] [--output-dir DIR] [--checkpoint-dir DIR] [--report report.json]
+        [--register [--force-promote]]
 
-``--split full`` trains on ``train`` and evaluates on ``test``; ``--split tuning`` trains on ``train_tr``
-and evaluates on ``valid``. Hyperparameters start from ``--preset`` (training/presets.py, default
-``default``); flags given explicitly override it. Every epoch prints its loss, training pairs per second
-and the evaluation metrics; the baselines are evaluated on the same split at the end.
+Without ``--family`` it runs the nightly selection: every family of ``Settings.families`` is fitted on
+``train_tr`` and measured on ``valid``, the best by ``Settings.selection_metric`` is the candidate, and
+all are then fitted on ``train`` and evaluated on ``test`` (the leaderboard); the test split is never
+used to choose. With ``--family`` only that family is fitted: ``--split full`` trains on ``train`` and
+evaluates on ``test``; ``--split tuning`` trains on ``train_tr`` and evaluates on ``valid``.
+GRU4Rec's hyperparameters start from ``--preset`` (training/presets.py, default ``default``) and the
+flags given explicitly override it; other families use their defaults; ``--params '{"epochs": 5}'``
+overrides the parameters of the ``--family`` chosen.
 
-By default the run is tracked in MLflow (``Settings.mlflow_tracking_uri``) with the model, and with
-``--split full`` the model is registered and goes through the promotion gate (``--force-promote`` skips
-the gate, recorded as such). ``--no-mlflow`` only trains, evaluates and reports.
+By default the run is tracked in MLflow (``Settings.mlflow_tracking_uri``) with the model, and nothing
+is registered: an ad hoc run never moves ``@champion``. ``--register`` registers the model as a new
+version of ``Settings.model_name``; it goes through the promotion gate (on the production lake's test
+split of the day) only when the training folder is the production lake's training set of that day
+(``Settings.lake``/training/ds=D). A folder anywhere else is registered but never gated, recorded on
+the version as ``gate_decision=not gated``. ``--force-promote`` skips the gate, recorded as such, and
+is refused for a folder outside the production lake. ``--no-mlflow`` only trains, evaluates and reports.
 """
 
 from __future__ import annotations
@@ -21,15 +30,16 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import TextIO
 
-from lifecycle.pipeline import gate, register, track_experiment
-from sessionrec.config import load_settings
+from lifecycle.pipeline import gate, is_production_training_set, not_gated, register, track_experiment, track_selection
+from sessionrec.config import Settings, load_settings
 from training.baselines import BASELINES
-from training.experiment import SPLITS, TrainingResult, run
+from training.experiment import SPLITS, Selection, TrainingResult, run, select
+from training.families import TRAINERS, epoch_stats
 from training.losses import LOSSES
 from training.optim import OPTIMIZERS
 from training.presets import PRESETS
@@ -86,7 +96,7 @@ def format_epoch(stats: EpochStats, epochs: int) -> str:
 
 
 def format_summary(result: TrainingResult) -> str:
-    rows = [("gru4rec", result.metrics), *result.baselines.items()]
+    rows = [(result.family, result.metrics), *result.baselines.items()]
     lines = [f"{'model':<10}{'recall@20':>11}{'mrr@20':>9}"]
     lines += [f"{name:<10}{m['recall@20']:>11.4f}{m['mrr@20']:>9.4f}" for name, m in rows]
     lines.append(f"training: {result.train_seconds:.1f} s, {result.throughput_events_per_s:,.0f} pairs/s on "
@@ -94,11 +104,37 @@ def format_summary(result: TrainingResult) -> str:
     return "\n".join(lines)
 
 
+def format_leaderboard(selection: Selection) -> str:
+    metric = selection.metric
+    lines = [f"selected {selection.family} by validation {metric}",
+             f"{'model':<10}{'kind':<10}{'valid ' + metric:>17}{'test recall@20':>16}{'test mrr@20':>13}"]
+    for row in selection.leaderboard():
+        valid = row.get(f"valid_{metric}")
+        lines.append(f"{row['model'] + (' *' if row['selected'] else ''):<10}{row['kind']:<10}"
+                     f"{'-' if valid is None else f'{valid:.4f}':>17}{row['test_recall@20']:>16.4f}"
+                     f"{row['test_mrr@20']:>13.4f}")
+    return "\n".join(lines)
+
+
+def selection_report(selection: Selection) -> dict:
+    """The selected model's report (``metrics`` on test, ``family``) plus the leaderboard of all."""
+    return {**selection.result.report(), "selection_metric": selection.metric, "validation": selection.validation,
+            "leaderboard": selection.leaderboard()}
+
+
 def build_parser(default_device: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n", 1)[0],
+                                     epilog=__doc__.rsplit("\n\n", 1)[1].replace("``", ""))
     parser.add_argument("--training-dir", type=Path, required=True, help="training set folder (training/ds=D)")
-    parser.add_argument("--split", choices=sorted(SPLITS), default="full",
-                        help="full: train on train, evaluate on test; tuning: train_tr and valid")
+    parser.add_argument("--family", choices=sorted(TRAINERS), default=None,
+                        help="fit this model family only (default: select among Settings.families on the "
+                             "validation split)")
+    parser.add_argument("--params", type=json_object, default={},
+                        help="with --family: JSON object of parameter overrides for that family (after GRU4Rec's "
+                             "preset and flags)")
+    parser.add_argument("--split", choices=sorted(SPLITS), default=None,
+                        help="with --family: full (default) trains on train and evaluates on test; tuning "
+                             "trains on train_tr and evaluates on valid")
     parser.add_argument("--report", type=Path, help="write the results as JSON here")
     parser.add_argument("--device", default=default_device, help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--output-dir", type=Path, help="save the trained model folder here")
@@ -113,9 +149,13 @@ def build_parser(default_device: str) -> argparse.ArgumentParser:
                             help=f"overrides the preset's {name}")
     parser.add_argument("--mlflow", action=argparse.BooleanOptionalAction, default=True,
                         help="track the run in MLflow (Settings.mlflow_tracking_uri) and log the model")
-    parser.add_argument("--register", action=argparse.BooleanOptionalAction, default=True,
-                        help="with --mlflow and --split full: register the model and run the promotion gate")
-    parser.add_argument("--force-promote", action="store_true", help="promote to @champion without the gate")
+    parser.add_argument("--register", action=argparse.BooleanOptionalAction, default=False,
+                        help="with --mlflow and the full split: register the model as a new version (default: "
+                             "off, so an ad hoc run never moves @champion); it is gated only when the training "
+                             "folder is the production lake's training set of the day, else never gated")
+    parser.add_argument("--force-promote", action="store_true",
+                        help="with --register: promote to @champion without the gate (refused for a training "
+                             "folder outside the production lake)")
     parser.add_argument("--ds", type=date.fromisoformat,
                         help="logical date of the run (default: from a training folder named ds=YYYY-MM-DD)")
     parser.add_argument("--constrained-embedding", dest="constrained_embedding",
@@ -126,6 +166,34 @@ def build_parser(default_device: str) -> argparse.ArgumentParser:
                         help="never score a row's own target item as one of its negatives (default: on; "
                              "--no-remove-accidental-hits trains as the original implementation does)")
     return parser
+
+
+def json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def family_overrides(args: argparse.Namespace) -> dict[str, dict]:
+    """Parameter overrides by family: GRU4Rec's from the preset and flags (:func:`params_from_args`), then
+    ``--params`` for ``--family`` (validated). The preset and flags are refused for another single family."""
+    overrides = {"gru4rec": params_from_args(args).to_dict()}
+    if args.family is None:
+        if args.params:
+            raise ValueError("--params needs --family (without it every family is fitted)")
+        return overrides
+    if args.family not in overrides:
+        given = [name for name, _ in HYPERPARAMETER_FLAGS.values() if getattr(args, name) is not None]
+        given += [name for name in SWITCHES if getattr(args, name) is not None]
+        if given or args.preset != "default":
+            raise ValueError(f"--preset and the hyperparameter flags are GRU4Rec's; for --family {args.family} "
+                             f"use --params (given: {given or ['preset']})")
+    overrides[args.family] = TRAINERS[args.family].params({**overrides.get(args.family, {}), **args.params})
+    return overrides
 
 
 def params_from_args(args: argparse.Namespace) -> TrainParams:
@@ -149,44 +217,74 @@ def logical_date(args: argparse.Namespace, parser: argparse.ArgumentParser) -> d
         raise
 
 
+def register_and_gate(settings: Settings, args: argparse.Namespace, run_id: str, day: date) -> None:
+    """Register the run's model; gate it only when it was trained on the production lake's training set."""
+    version = register(settings, run_id, day)
+    if is_production_training_set(settings, args.training_dir, day):
+        decision = gate(settings, version, day, force=args.force_promote)
+        verdict = "promoted to @champion" if decision["promoted"] else "not promoted"
+        reason = decision["reason"]
+    else:
+        reason = not_gated(settings, version, args.training_dir)
+        verdict = "not gated"
+    print(f"registered {settings.model_name} version {version}: {verdict} ({reason})")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
     parser = build_parser(settings.device)
     args = parser.parse_args(argv)
     try:
-        params = params_from_args(args)
+        overrides = family_overrides(args)
     except ValueError as exc:
         parser.error(str(exc))
     baselines = [name for name in args.baselines.split(",") if name]
     unknown = sorted(set(baselines) - set(BASELINES))
     if unknown:
         parser.error(f"unknown baseline(s) {unknown}; expected some of {sorted(BASELINES)}")
-    progress = ProgressLine(params.epochs)
+    if args.family is None and args.split is not None:
+        parser.error("--split needs --family: without it the run selects on train_tr/valid and evaluates on test")
+    split = args.split or "full"
+    if args.force_promote and not args.register:
+        parser.error("--force-promote needs --register")
+    day = logical_date(args, parser) if args.mlflow else None
+    if day is not None and args.force_promote and not is_production_training_set(settings, args.training_dir, day):
+        parser.error(f"--force-promote: {args.training_dir} is not the production lake's training set for {day} "
+                     f"({settings.lake}); a model of another folder never becomes @champion")
+    epochs = int(overrides[args.family or "gru4rec"].get("epochs", 1))
+    progress = ProgressLine(epochs)
 
-    def print_epoch(stats: EpochStats) -> None:
+    def print_epoch(epoch: int, metrics: Mapping[str, float]) -> None:
         progress.clear()
-        print(format_epoch(stats, params.epochs), flush=True)
+        print(format_epoch(epoch_stats(epoch, metrics), epochs), flush=True)
 
-    options = {"split": args.split, "device": args.device, "output_dir": args.output_dir,
-               "checkpoint_dir": args.checkpoint_dir, "baselines": baselines, "on_epoch_end": print_epoch,
-               "on_progress": progress, "cpu_threads": args.threads}
-    if args.mlflow:
-        day = logical_date(args, parser)
-        result, run_id, model_uri = track_experiment(settings, day, args.training_dir, params, **options)
-        print(format_summary(result))
-        print(f"MLflow run {run_id} ({settings.mlflow_tracking_uri}); model {model_uri}")
-        if args.register and args.split == "full":
-            version = register(settings, run_id, day)
-            decision = gate(settings, version, day, force=args.force_promote, training_dir=args.training_dir)
-            print(f"registered {settings.model_name} version {version}: "
-                  f"{'promoted to @champion' if decision['promoted'] else 'not promoted'} ({decision['reason']})")
+    options = {"device": args.device, "output_dir": args.output_dir, "checkpoint_dir": args.checkpoint_dir,
+               "baselines": baselines, "on_epoch": print_epoch, "on_progress": progress, "cpu_threads": args.threads}
+    if args.family is None:
+        families = settings.family_names
+        if args.mlflow:
+            selection, run_id, model_uri = track_selection(settings, day, args.training_dir, families, overrides,
+                                                           metric=settings.selection_metric, **options)
+        else:
+            selection = select(args.training_dir, families, overrides, metric=settings.selection_metric, **options)
+        result, report = selection.result, selection_report(selection)
+        print(format_leaderboard(selection))
     else:
-        result = run(args.training_dir, params, **options)
-        print(format_summary(result))
+        if args.mlflow:
+            result, run_id, model_uri = track_experiment(settings, day, args.training_dir, overrides[args.family],
+                                                         family=args.family, split=split, **options)
+        else:
+            result = run(args.training_dir, overrides[args.family], split=split, family=args.family, **options)
+        report = result.report()
+    print(format_summary(result))
+    if args.mlflow:
+        print(f"MLflow run {run_id} ({settings.mlflow_tracking_uri}); model {model_uri}")
+        if args.register and split == "full":
+            register_and_gate(settings, args, run_id, day)
     if args.report is not None:
         args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps(result.report(), indent=2) + "\n")
+        args.report.write_text(json.dumps(report, indent=2) + "\n")
         print(f"report written to {args.report}")
     return 0
 

@@ -15,6 +15,9 @@ from training.presets import PRESETS
 # The losses training/losses.py implements (importing it would load torch at parse time; a test keeps the
 # two lists equal).
 LOSSES = ("cross-entropy", "bpr-max", "top1-max", "bpr", "top1")
+# The family choice that selects among Settings.families (lifecycle/pipeline.py AUTO, not imported: it
+# loads torch).
+AUTO_FAMILY = "auto"
 # A registry alias (champion, challenger, ...) or a version number.
 MODEL_REFERENCE_PATTERN = r"^([1-9][0-9]*|[A-Za-z][A-Za-z0-9_-]*)$"
 
@@ -45,6 +48,11 @@ def training_params(settings: Settings) -> dict[str, Param]:
             settings.training_days, type="integer", minimum=2, maximum=365, title="Training window (days)",
             description="Days of sessions ending with the day: the day itself is the test split, the "
                         "days before it are the training data.", section=DATA),
+        "family": Param(
+            AUTO_FAMILY, type="string", enum=[AUTO_FAMILY, *settings.family_names], title="Model family",
+            description="auto: fit every family of the settings (SESSIONREC_FAMILIES), keep the one best on the "
+                        "validation split and show all on the leaderboard; or fit one family only. The "
+                        "hyperparameters below are GRU4Rec's.", section=TRAINING),
         "epochs": Param(
             preset["epochs"], type="integer", minimum=1, maximum=1000, title="Epochs", section=TRAINING),
         "loss": Param(
@@ -72,16 +80,16 @@ def training_params(settings: Settings) -> dict[str, Param]:
     }
 
 
-def training_overrides(params: dict) -> dict[str, object]:
-    """The run's Params as TrainParams field values (``training.trainer.TrainParams``)."""
-    return {
+def training_overrides(params: dict) -> dict[str, dict[str, object]]:
+    """The run's Params as parameter overrides by family: GRU4Rec's TrainParams field values."""
+    return {"gru4rec": {
         "epochs": params["epochs"],
         "loss": params["loss"],
         "layers": [params["hidden_size"]],
         "batch_size": params["batch_size"],
         "learning_rate": float(params["learning_rate"]),
         "n_sample": params["n_sample"],
-    }
+    }}
 
 
 def scoring_params(settings: Settings) -> dict[str, Param]:

@@ -140,7 +140,8 @@ def test_training_form_defaults_are_the_settings_and_the_default_preset(
         report: dict[str, Any], dag_settings: Settings) -> None:
     preset = PRESETS["default"]
     defaults = report["dags"]["gru4rec_train"]["param_defaults"]
-    assert defaults == {"ds": None, "training_days": dag_settings.training_days, "epochs": preset["epochs"],
+    assert defaults == {"ds": None, "training_days": dag_settings.training_days, "family": "auto",
+                        "epochs": preset["epochs"],
                         "loss": preset["loss"], "hidden_size": preset["layers"][0],
                         "batch_size": preset["batch_size"], "learning_rate": preset["learning_rate"],
                         "n_sample": preset["n_sample"], "force_promote": False}

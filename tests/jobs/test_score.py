@@ -25,7 +25,7 @@ from lifecycle.registry import ModelNotFound, ModelReference, parse_model_refere
 from model.artifacts import save_model
 from model.data import Vocabulary
 from model.network import GRU4Rec, GRU4RecConfig
-from model.packaging import log_gru4rec_model
+from model.packaging import log_session_model
 from sessionrec.config import load_settings
 from training.trainer import TrainParams
 
@@ -96,7 +96,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.create_experiment("score-tests", artifact_location=(root / "artifacts").as_uri())
     with mlflow.start_run(experiment_id=experiment):
-        info = log_gru4rec_model(model_dir, registered_model_name=MODEL_NAME)
+        info = log_session_model(model_dir, registered_model_name=MODEL_NAME)
     client.set_registered_model_alias(MODEL_NAME, "champion", str(info.registered_model_version))
     yield uri
     mlflow.set_tracking_uri(previous[0])

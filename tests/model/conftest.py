@@ -68,18 +68,41 @@ def write_split(events: pa.Table, vocabulary: Vocabulary, path: Path) -> None:
 
 @pytest.fixture(scope="session")
 def training_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A training set folder ``training/ds=2026-11-21`` with train, test, items.parquet and stats.json."""
+    """A training set folder ``<lake>/training/ds=2026-11-21`` with the four splits, items.parquet and
+    stats.json (the lake root is ``training_dir.parent.parent``)."""
     root = tmp_path_factory.mktemp("lake") / "training" / "ds=2026-11-21"
     train = chain_events(400, seed=1, start_time=SPLIT_TIME - np.timedelta64(2, "D"), prefix="train-")
     test = chain_events(100, seed=2, start_time=SPLIT_TIME, prefix="test-")
+    train_tr = chain_events(300, seed=3, start_time=SPLIT_TIME - np.timedelta64(2, "D"), prefix="train_tr-")
+    valid = chain_events(80, seed=4, start_time=SPLIT_TIME - np.timedelta64(1, "D"), prefix="valid-")
     ids, counts = np.unique(np.asarray(train.column("item_id").to_pylist(), dtype=object), return_counts=True)
     vocabulary = Vocabulary.from_counts(ids, counts)
     root.mkdir(parents=True)
     write_vocabulary(vocabulary, root / "items.parquet")
-    write_split(train, vocabulary, root / "train")
-    write_split(test, vocabulary, root / "test")
+    for name, events in (("train", train), ("test", test), ("train_tr", train_tr), ("valid", valid)):
+        write_split(events, vocabulary, root / name)
     stats = {"train": {"rows": train.num_rows}, "test": {"rows": test.num_rows}, "split_time": str(SPLIT_TIME)}
     (root / "stats.json").write_text(json.dumps(stats))
+    return root
+
+
+@pytest.fixture(scope="session")
+def foreign_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A training set of another clickstream, outside the lake: chain sessions whose item ids the
+    production training set never has (``other-item000``...)."""
+    root = tmp_path_factory.mktemp("elsewhere") / "ds=2026-11-21"
+    splits = {"train": chain_events(200, seed=7, start_time=SPLIT_TIME - np.timedelta64(2, "D"), prefix="x-"),
+              "test": chain_events(50, seed=8, start_time=SPLIT_TIME, prefix="y-")}
+    splits = {name: events.set_column(1, "item_id", pa.array([f"other-{i}" for i in events["item_id"].to_pylist()]))
+              for name, events in splits.items()}
+    ids, counts = np.unique(np.asarray(splits["train"].column("item_id").to_pylist(), dtype=object),
+                            return_counts=True)
+    vocabulary = Vocabulary.from_counts(ids, counts)
+    root.mkdir(parents=True)
+    write_vocabulary(vocabulary, root / "items.parquet")
+    for name, events in splits.items():
+        write_split(events, vocabulary, root / name)
+    (root / "stats.json").write_text(json.dumps({name: {"rows": events.num_rows} for name, events in splits.items()}))
     return root
 
 

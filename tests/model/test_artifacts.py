@@ -45,7 +45,8 @@ def test_round_trip(saved: tuple[Path, GRU4Rec, Vocabulary]) -> None:
     assert loaded_items.item_ids.tolist() == items.item_ids.tolist()
     assert loaded_items.counts.tolist() == items.counts.tolist()
     config = json.loads((directory / CONFIG_FILE).read_text())
-    assert config["format_version"] == 1 and config["network"]["layers"] == [12, 10]
+    assert config["format_version"] == 2 and config["family"] == "gru4rec"
+    assert config["network"]["layers"] == [12, 10]
     state = torch.load(directory / WEIGHTS_FILE, weights_only=True)
     assert all(t.device.type == "cpu" for t in state.values())
 
@@ -90,12 +91,27 @@ def test_refuses_a_vocabulary_of_another_size(saved: tuple[Path, GRU4Rec, Vocabu
         load_model(directory)
 
 
+def test_a_folder_written_before_families_loads_as_gru4rec(saved: tuple[Path, GRU4Rec, Vocabulary]) -> None:
+    """Format 1 (no family key) is what versions already in registries hold."""
+    directory, model, _ = saved
+    config = json.loads((directory / CONFIG_FILE).read_text())
+    del config["family"]
+    config["format_version"] = 1
+    (directory / CONFIG_FILE).write_text(json.dumps(config))
+    loaded, _, params = load_model(directory)
+    assert isinstance(loaded, GRU4Rec) and loaded.family == "gru4rec" and loaded.config == model.config
+    assert params == PARAMS
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("{not json", "not valid JSON"),
     ('{"network": {"n_items": 15}}', "expected an object with exactly the keys"),
     ('{"network": {"n_items": 15}, "params": {}, "format_version": 1, "code": "x"}', "found \\['code', "),
     ('{"network": {"n_items": 15}, "params": {}, "format_version": 9}', "format_version 9"),
     ('{"network": {"n_items": 15, "units": 3}, "params": {}, "format_version": 1}', "unknown key"),
+    ('{"network": {"n_items": 15}, "params": {}, "format_version": 2}', "exactly the keys family"),
+    ('{"family": "os.system", "network": {"n_items": 15}, "params": {}, "format_version": 2}',
+     "unknown model family 'os.system'"),
 ])
 def test_refuses_a_bad_configuration(saved: tuple[Path, GRU4Rec, Vocabulary], text: str, message: str) -> None:
     directory, _, _ = saved

@@ -45,14 +45,14 @@ def test_logged_model_is_code_plus_data_with_no_pickle(local_copy: Path) -> None
     mlmodel = yaml.safe_load((local_copy / "MLmodel").read_text())
     flavor = mlmodel["flavors"]["python_function"]
     assert "python_model" not in flavor and flavor["model_code_path"].endswith(ENTRY_POINT_FILE)
-    model_dir = local_copy / flavor["artifacts"]["gru4rec"]["path"]
+    model_dir = local_copy / flavor["artifacts"]["model"]["path"]
     assert sorted(p.name for p in model_dir.iterdir()) == ["config.json", "items.parquet", "model.pt"]
 
 
 def test_requirements_are_explicit_and_pinned(local_copy: Path) -> None:
     lines = [line for line in (local_copy / "requirements.txt").read_text().splitlines() if line]
     assert lines == pinned_requirements()
-    assert {line.split("==")[0] for line in lines} == {"mlflow", "torch", "numpy", "pandas", "pyarrow"}
+    assert {line.split("==")[0] for line in lines} == {"mlflow", "torch", "numpy", "pandas", "pyarrow", "scipy"}
     assert all("+" not in line for line in lines)
 
 
@@ -84,9 +84,39 @@ def test_loaded_model_predicts_recommendations(logged: tuple[Settings, ModelInfo
 
 def test_load_time_config_reaches_the_model(logged: tuple[Settings, ModelInfo]) -> None:
     mlmodel = mlflow.models.Model.load(logged[1].model_uri)
-    assert mlmodel.flavors["python_function"]["config"] == {"device": "auto", "chunk_size": 2048}
-    with pytest.raises(ValueError, match="chunk_size must be positive, got 0"):
+    assert mlmodel.flavors["python_function"]["config"] == {"device": "auto", "chunk_size": 2048,
+                                                            "max_session_events": 50}
+    with pytest.raises(ValueError, match="chunk_size must be a positive integer, got 0"):
         mlflow.pyfunc.load_model(logged[1].model_uri, model_config={"device": "cpu", "chunk_size": 0})
+    with pytest.raises(ValueError, match="max_session_events must be a positive integer, got 0"):
+        mlflow.pyfunc.load_model(logged[1].model_uri, model_config={"device": "cpu", "max_session_events": 0})
+
+
+LEGACY_ENTRY_POINT = '''from mlflow.models import set_model
+
+from model.packaging import GRU4RecPyfunc
+
+set_model(GRU4RecPyfunc())
+'''
+
+
+def test_a_version_logged_before_families_still_loads(logged: tuple[Settings, ModelInfo], trained_model_dir: Path,
+                                                      tmp_path: Path, chain_items: list[str]) -> None:
+    """What earlier code logged: entry point importing GRU4RecPyfunc, artifact key gru4rec, format 1 folder."""
+    folder = tmp_path / "legacy"
+    shutil.copytree(trained_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    del config["family"]
+    (folder / "config.json").write_text(json.dumps({**config, "format_version": 1}))
+    entry_point = tmp_path / "gru4rec_pyfunc.py"
+    entry_point.write_text(LEGACY_ENTRY_POINT)
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(name="legacy", python_model=str(entry_point),
+                                       artifacts={"gru4rec": str(folder)}, pip_requirements=["mlflow"])
+    model = mlflow.pyfunc.load_model(info.model_uri, model_config={"device": "cpu"})
+    result = model.predict(pd.DataFrame({"session_id": ["a"], "item_ids": [[chain_items[5], chain_items[6]]]}))
+    assert result.iloc[0]["item_id"] == chain_items[7]
+    assert (download_model_dir(info.model_uri, tmp_path / "download") / "model.pt").is_file()
 
 
 def test_bad_input_is_refused_with_the_expected_columns(logged: tuple[Settings, ModelInfo]) -> None:
@@ -112,7 +142,7 @@ def test_a_tampered_logged_model_is_refused_without_running_code(local_copy: Pat
     tampered = tmp_path / "tampered"
     shutil.copytree(local_copy, tampered)
     flavor = yaml.safe_load((tampered / "MLmodel").read_text())["flavors"]["python_function"]
-    weights = tampered / flavor["artifacts"]["gru4rec"]["path"] / "model.pt"
+    weights = tampered / flavor["artifacts"]["model"]["path"] / "model.pt"
     marker = tmp_path / "code-ran"
     torch.save({"item_embedding": _WritesMarker(marker)}, weights)
     with pytest.raises(ValueError, match="refusing to load objects"):

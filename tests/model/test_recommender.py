@@ -229,7 +229,8 @@ def test_a_pickled_object_in_model_pt_is_refused_without_running_it(trained_mode
     {"network": {"unexpected": 1}},
     {"network": {"n_items": "60"}},
     {"network": {"layers": "32"}},
-    {"format_version": 2},
+    {"format_version": 3},
+    {"family": "unknown"},
 ])
 def test_a_config_with_unexpected_keys_or_types_is_refused(trained_model_dir: Path, tmp_path: Path,
                                                            change: dict) -> None:

@@ -43,30 +43,49 @@ def gate(recall: float, mrr: float) -> dict[str, float]:
     return {"recall@20": recall, "mrr@20": mrr}
 
 
-@pytest.mark.parametrize(("candidate", "champion", "pop", "margin", "promote", "reason"), [
-    (gate(0.50, 0.20), None, gate(0.30, 0.1), 0.0, True, "no champion yet"),
-    (gate(0.30, 0.20), None, gate(0.30, 0.1), 0.0, False, "does not beat most-popular 0.3000"),
-    (gate(0.34, 0.20), None, gate(0.30, 0.1), 0.05, False, "by more than 0.0500"),
-    (gate(0.36, 0.20), None, gate(0.30, 0.1), 0.05, True, "beats most-popular"),
-    (gate(0.495, 0.195), gate(0.50, 0.20), gate(0.30, 0.1), 0.0, True, "within tolerance"),
-    (gate(0.60, 0.15), gate(0.50, 0.20), gate(0.30, 0.1), 0.0, False, "MRR@20 0.1500 trails the champion's 0.2000"),
-    (gate(0.45, 0.25), gate(0.50, 0.20), gate(0.30, 0.1), 0.0, False, "Recall@20 0.4500 trails"),
-    (gate(0.20, 0.05), gate(0.50, 0.20), gate(0.30, 0.1), 0.0, False, "most-popular"),
+BASELINES = {"pop": gate(0.30, 0.10), "sr": gate(0.40, 0.15), "vsknn": gate(0.38, 0.18)}
+
+
+@pytest.mark.parametrize(("candidate", "champion", "margin", "family", "promote", "reason"), [
+    (gate(0.50, 0.20), None, 0.0, "gru4rec", True,
+     "promoted: no champion yet; not beaten by the best baseline (Recall@20 sr 0.4000 against the candidate's "
+     "0.5000, MRR@20 vsknn 0.1800 against the candidate's 0.2000)"),
+    (gate(0.35, 0.20), None, 0.0, "gru4rec", False,
+     "refused: no champion yet; the best baseline beats it on Recall@20 (Recall@20 sr 0.4000 against the "
+     "candidate's 0.3500"),
+    (gate(0.50, 0.17), None, 0.0, "gru4rec", False, "the best baseline beats it on MRR@20"),
+    (gate(0.43, 0.20), None, 0.05, "gru4rec", False, "against the candidate's 0.4300 + margin 0.0500"),
+    (gate(0.46, 0.24), None, 0.05, "gru4rec", True, "not beaten by the best baseline"),
+    # An SR candidate is not compared with the SR baseline (itself) but with the best other ones.
+    (gate(0.39, 0.19), None, 0.0, "sr", True, "not beaten by the best baseline (Recall@20 vsknn 0.3800"),
+    (gate(0.495, 0.195), gate(0.50, 0.20), 0.0, "gru4rec", True, "within 0.0100 of the champion"),
+    (gate(0.60, 0.15), gate(0.50, 0.20), 0.0, "gru4rec", False,
+     "trails the champion by more than 0.0100 on MRR@20 (Recall@20 0.6000 against 0.5000, MRR@20 0.1500 against "
+     "0.2000); the best baseline beats it on MRR@20"),
+    (gate(0.45, 0.25), gate(0.50, 0.20), 0.0, "gru4rec", False, "trails the champion by more than 0.0100 on Recall@20"),
+    (gate(0.20, 0.05), gate(0.50, 0.20), 0.0, "gru4rec", False, "on Recall@20 and MRR@20"),
+    # Better than the champion is not enough when a baseline beats it: both comparisons are named.
+    (gate(0.38, 0.14), gate(0.30, 0.10), 0.0, "gru4rec", False,
+     "refused: within 0.0100 of the champion (Recall@20 0.3800 against 0.3000, MRR@20 0.1400 against 0.1000); "
+     "the best baseline beats it on Recall@20 and MRR@20"),
 ])
-def test_decide_promotion(candidate: dict, champion: dict | None, pop: dict, margin: float, promote: bool,
+def test_decide_promotion(candidate: dict, champion: dict | None, margin: float, family: str, promote: bool,
                           reason: str) -> None:
-    decision = decide_promotion(candidate, champion, pop, tolerance=0.01, baseline_margin=margin)
+    decision = decide_promotion(candidate, champion, BASELINES, tolerance=0.01, baseline_margin=margin,
+                                family=family)
     assert decision.promote is promote
     assert reason in decision.reason
 
 
 def test_decide_promotion_names_missing_metrics() -> None:
     with pytest.raises(ValueError, match="candidate metrics lack \\['mrr@20'\\]"):
-        decide_promotion({"recall@20": 0.5}, None, gate(0.1, 0.1), 0.01, 0.0)
+        decide_promotion({"recall@20": 0.5}, None, BASELINES, 0.01, 0.0)
     with pytest.raises(ValueError, match="champion metrics lack"):
-        decide_promotion(gate(0.5, 0.2), {"recall@10": 0.4}, gate(0.1, 0.1), 0.01, 0.0)
+        decide_promotion(gate(0.5, 0.2), {"recall@10": 0.4}, BASELINES, 0.01, 0.0)
     with pytest.raises(ValueError, match="champion metrics are not finite"):
-        decide_promotion(gate(0.5, 0.2), gate(float("nan"), 0.2), gate(0.1, 0.1), 0.01, 0.0)
+        decide_promotion(gate(0.5, 0.2), gate(float("nan"), 0.2), BASELINES, 0.01, 0.0)
+    with pytest.raises(ValueError, match="no baseline other than 'pop'"):
+        decide_promotion(gate(0.5, 0.2), None, {"pop": gate(0.1, 0.1)}, 0.01, 0.0, family="pop")
 
 
 class SuccessorScorer:
@@ -103,13 +122,15 @@ def test_unknown_test_items_count_as_misses_for_a_model_that_does_not_know_them(
     events = events_table([["a0", "a1", "a2"], ["a3", "a4"], ["a5", "a6", "a7", "a8"]])
     full = Vocabulary(np.array([f"a{i}" for i in range(10)], dtype=object), np.ones(10, np.int64))
     metrics = evaluate_events(SuccessorScorer(full), full, events, ks=(1,))
-    assert metrics == {"recall@1": 1.0, "mrr@1": 1.0, "n_events": 6, "ranked_events": 6, "unknown_events": 0}
+    assert metrics == {"recall@1": 1.0, "mrr@1": 1.0, "n_events": 6, "ranked_events": 6, "unknown_events": 0,
+                       "coverage": 1.0}
     # Without a4 and a6: a3 -> a4 and a5 -> a6 are unknown targets, a5 -> a7 is now ranked after a5 (the
     # model predicts a6, which it cannot), and [a3] alone has no target left: 3 hits out of 6 targets.
     older = Vocabulary(np.array([f"a{i}" for i in (0, 1, 2, 3, 5, 7, 8, 9)], dtype=object),
                        np.ones(8, np.int64))
     metrics = evaluate_events(SuccessorScorer(older), older, events, ks=(1,))
-    assert metrics == {"recall@1": 0.5, "mrr@1": 0.5, "n_events": 6, "ranked_events": 4, "unknown_events": 2}
+    assert metrics == {"recall@1": 0.5, "mrr@1": 0.5, "n_events": 6, "ranked_events": 4, "unknown_events": 2,
+                       "coverage": 7 / 9}
 
 
 def test_a_model_that_knows_no_test_item_scores_zero() -> None:
@@ -159,16 +180,19 @@ def test_gate_promotes_better_models_and_keeps_worse_ones_as_challenger(
     assert str(first.version) == "1" and first.tags["logical_date"] == "2026-11-21"
     assert float(first.tags["test_recall_20"]) > 0.9
     assert first.tags["training_dir"] == str(training_dir.resolve())
-    assert "GRU4Rec trained for 2026-11-21" in first.description and "Recall@20" in first.description
-    decision = gate_and_promote(client, name, first.version, training_dir, tolerance, margin, device="cpu")
+    assert "gru4rec trained for 2026-11-21" in first.description and "Recall@20" in first.description
+    decision = gate_and_promote(client, name, first.version, training_dir, tolerance, margin, 0.5, device="cpu",
+                                baselines=("pop",))
     assert decision.promote and "no champion yet" in decision.reason
     assert aliases(client, name) == {CHAMPION: "1"}
     tags = client.get_model_version(name, "1").tags
     assert tags["gate_decision"] == "promoted" and float(tags["gate_candidate_recall_20"]) > 0.9
-    assert 0.0 < float(tags["gate_baseline_pop_recall_20"]) < 0.6
+    assert tags["gate_best_baseline"] == "pop" and 0.0 < float(tags["gate_best_baseline_recall_20"]) < 0.6
+    assert tags["gate_test_data"] == str(training_dir.resolve()) and float(tags["gate_coverage"]) == 1.0
 
     worse = log_and_register(settings, random_model_dir, training_dir, date(2026, 11, 22), name)
-    decision = gate_and_promote(client, name, worse.version, training_dir, tolerance, margin, device="cpu")
+    decision = gate_and_promote(client, name, worse.version, training_dir, tolerance, margin, 0.5, device="cpu",
+                                baselines=("pop",))
     assert not decision.promote and "trails the champion" in decision.reason
     assert aliases(client, name) == {CHAMPION: "1", CHALLENGER: "2"}
     tags = client.get_model_version(name, "2").tags
@@ -176,11 +200,17 @@ def test_gate_promotes_better_models_and_keeps_worse_ones_as_challenger(
     assert float(tags["gate_champion_recall_20"]) > 0.9
 
     better = log_and_register(settings, trained_model_dir, training_dir, date(2026, 11, 23), name)
-    decision = gate_and_promote(client, name, better.version, training_dir, tolerance, margin, device="cpu")
+    decision = gate_and_promote(client, name, better.version, training_dir, tolerance, margin, 0.5, device="cpu",
+                                baselines=("pop",))
     assert decision.promote and "(champion: version 1)" in decision.reason
     assert aliases(client, name) == {CHAMPION: "3", PREVIOUS: "1", CHALLENGER: "2"}
 
-    assert main(["promote", "--version", "2"], settings) == 1
+    # The CLI gates on the production lake's training set of the day (here the fixture's lake).
+    production = settings.replace(lake=str(training_dir.parent.parent))
+    assert main(["promote", "--version", "2", "--ds", "2026-11-21"], production) == 1
+    assert client.get_model_version(name, "2").tags["gate_test_data"] == str(training_dir.resolve())
+    with pytest.raises(FileNotFoundError, match="ds=2026-11-22"):
+        main(["promote", "--version", "2"], production)  # its own day has no training set in that lake
     assert aliases(client, name) == {CHAMPION: "3", PREVIOUS: "1", CHALLENGER: "2"}
     assert main(["promote", "--version", "2", "--force", "--reason", "roll forward for a test"], settings) == 0
     assert aliases(client, name) == {CHAMPION: "2", PREVIOUS: "3"}
@@ -221,7 +251,7 @@ def test_server_registry_and_a_fresh_process_loading_the_champion(
     version = log_and_register(settings, trained_model_dir, training_dir, date(2026, 11, 21), name)
     client = connect(settings)
     decision = gate_and_promote(client, name, version.version, training_dir, settings.gate_tolerance,
-                                settings.gate_baseline_margin, device="cpu")
+                                settings.gate_baseline_margin, settings.gate_min_coverage, device="cpu")
     assert decision.promote
     experiment = client.get_experiment_by_name(settings.model_name)
     assert experiment.artifact_location == f"mlflow-artifacts:/{settings.model_name}"

@@ -108,7 +108,9 @@ def test_a_training_run_records_everything(mlflow_settings: Settings, training_d
     expected = hashlib.sha256((training_dir / "items.parquet").read_bytes()
                               + (training_dir / "stats.json").read_bytes()).hexdigest()[:16]
     assert dataset.digest == expected
-    assert json.loads(dataset.profile) == {"train_rows": train.n_events, "test_rows": test.n_events}
+    profile = json.loads(dataset.profile)
+    assert (profile["train_rows"], profile["test_rows"]) == (train.n_events, test.n_events)
+    assert set(profile) == {"train_rows", "test_rows", "train_tr_rows", "valid_rows"}
     assert str(training_dir.resolve()) in dataset.source
     assert {(t.key, t.value) for t in dataset_input.tags} == {("mlflow.data.context", "training")}
 

@@ -67,7 +67,7 @@ def test_trains_evaluates_reports_and_saves(training_dir: Path, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     report, output = tmp_path / "out" / "report.json", tmp_path / "model"
     # Every baseline but BPR-MF, whose fixed training schedule alone takes about 10 s.
-    code = main(["--training-dir", str(training_dir), "--no-mlflow", "--report", str(report),
+    code = main(["--training-dir", str(training_dir), "--no-mlflow", "--report", str(report), "--family", "gru4rec",
                  "--output-dir", str(output), "--device", "cpu",
                  "--checkpoint-dir", str(tmp_path / "checkpoints"), *TINY,
                  "--baselines", ",".join(FAST_BASELINES)])
@@ -77,6 +77,7 @@ def test_trains_evaluates_reports_and_saves(training_dir: Path, tmp_path: Path,
     assert "\r" not in out.err, "no progress line when stderr is not a terminal"
     result = json.loads(report.read_text())
     assert {"metrics", "baselines", "throughput_events_per_s", "train_seconds", "n_unknown_test_events"} <= set(result)
+    assert result["family"] == "gru4rec"
     assert set(result["baselines"]) == set(FAST_BASELINES)
     for metrics in [result["metrics"], *result["baselines"].values()]:
         assert {f"{m}@{k}" for m in ("recall", "mrr") for k in (1, 5, 10, 20)} <= set(metrics)
@@ -92,7 +93,7 @@ def test_trains_evaluates_reports_and_saves(training_dir: Path, tmp_path: Path,
 def test_tuning_split_trains_on_train_tr_and_evaluates_on_valid(training_dir: Path, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     assert main(["--training-dir", str(training_dir), "--no-mlflow", "--split", "tuning", "--report", str(report),
-                 "--device", "cpu", "--baselines", "pop", *TINY]) == 0
+                 "--family", "gru4rec", "--device", "cpu", "--baselines", "pop", *TINY]) == 0
     result = json.loads(report.read_text())
     assert result["split"] == "tuning" and result["n_unknown_test_events"] == 1
     assert list(result["baselines"]) == ["pop"]
@@ -100,24 +101,65 @@ def test_tuning_split_trains_on_train_tr_and_evaluates_on_valid(training_dir: Pa
     assert result["metrics"]["n_sessions"] == 20
 
 
-def test_tracks_registers_and_promotes_in_mlflow(training_dir: Path, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default CLI run: one MLflow run with the model, a registered version, the gate's verdict."""
+def test_without_family_selects_on_validation_and_reports_the_leaderboard(
+        training_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = tmp_path / "report.json"
+    assert main(["--training-dir", str(training_dir), "--no-mlflow", "--report", str(report), "--device", "cpu",
+                 "--baselines", "pop,sr", *TINY]) == 0
+    result = json.loads(report.read_text())
+    families = {"gru4rec", "sr", "vsknn"}
+    assert result["family"] in families and set(result["validation"]) == families
+    metric = result["selection_metric"]
+    validation = result["validation"]
+    assert max(validation, key=lambda f: (validation[f][metric], validation[f]["mrr@20"])) == result["family"]
+    rows = {(row["model"], row["kind"]): row for row in result["leaderboard"]}
+    assert set(rows) == {(f, "family") for f in families} | {("pop", "baseline"), ("sr", "baseline")}
+    (selected,) = [row for row in result["leaderboard"] if row["selected"]]
+    assert selected["model"] == result["family"] and selected["test_recall@20"] == result["metrics"]["recall@20"]
+    assert all(f"valid_{metric}" in rows[f, "family"] for f in families)
+    assert rows["sr", "family"]["test_recall@20"] == rows["sr", "baseline"]["test_recall@20"]
+    assert f"selected {result['family']} by validation {metric}" in capsys.readouterr().out
+
+
+def test_an_ad_hoc_run_tracks_but_never_registers_unless_asked(training_dir: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default CLI run: one MLflow run with the model, no registered version (nothing can be promoted)."""
     from mlflow.tracking import MlflowClient
 
     from sessionrec.config import load_settings
 
     monkeypatch.setenv("SESSIONREC_HOME", str(tmp_path / "var"))
-    assert main(["--training-dir", str(training_dir), "--device", "cpu", "--baselines", "pop", *TINY]) == 0
+    assert main(["--training-dir", str(training_dir), "--family", "gru4rec", "--device", "cpu", "--baselines", "pop",
+                 *TINY]) == 0
     settings = load_settings()
     client = MlflowClient(settings.mlflow_tracking_uri)
     (run,) = client.search_runs([client.get_experiment_by_name(settings.model_name).experiment_id])
     assert run.info.run_name == "gru4rec-2026-11-21" and run.info.status == "FINISHED"
     assert "16" in run.data.params["layers"] and run.data.params["epochs"] == "2"
+    assert run.data.tags["family"] == "gru4rec"
     assert {"test_recall_20", "baseline_pop_recall_20", "train_loss"} <= set(run.data.metrics)
-    champion = client.get_model_version_by_alias(settings.model_name, "champion")
-    assert champion.version in (1, "1") and champion.run_id == run.info.run_id
+    assert client.search_model_versions(f"name = '{settings.model_name}'") == []
     assert not settings.work_area.checkpoints("2026-11-21").exists(), "checkpoints removed once logged"
+
+
+def test_register_in_the_production_lake_is_gated(training_dir: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trained on the production lake's training set of the day: registered and gated on that day's data."""
+    from mlflow.tracking import MlflowClient
+
+    from sessionrec.config import load_settings
+
+    monkeypatch.setenv("SESSIONREC_HOME", str(tmp_path / "var"))
+    monkeypatch.setenv("SESSIONREC_LAKE", str(training_dir.parent.parent))
+    assert main(["--training-dir", str(training_dir), "--family", "sr", "--device", "cpu", "--baselines", "pop",
+                 "--register"]) == 0
+    settings = load_settings()
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    version = client.get_model_version(settings.model_name, "1")
+    assert version.tags["family"] == "sr" and version.tags["gate_decision"] == "promoted"
+    assert "not beaten by the best baseline" in version.tags["gate_reason"]
+    assert version.tags["gate_test_data"] == str(training_dir.resolve())
+    assert client.get_model_version_by_alias(settings.model_name, "champion").version in (1, "1")
 
 
 def test_flags_override_the_preset() -> None:
@@ -139,6 +181,13 @@ def test_flags_override_the_preset() -> None:
     (["--layers", "a,b"], "invalid"),
     (["--split", "all"], "invalid choice"),
     (["--baselines", "pop,magic"], "unknown baseline"),
+    (["--family", "magic"], "invalid choice"),
+    (["--split", "tuning"], "--split needs --family"),
+    (["--force-promote"], "--force-promote needs --register"),
+    (["--params", '{"epochs": 2}'], "--params needs --family"),
+    (["--params", "[1]"], "expected a JSON object"),
+    (["--family", "sr", "--loss", "bpr"], "the hyperparameter flags are GRU4Rec's"),
+    (["--family", "sr", "--params", '{"k": 3}'], "unknown sr parameter(s) ['k']"),
 ])
 def test_bad_flags_fail_with_a_message(training_dir: Path, flags: list[str], message: str,
                                        capsys: pytest.CaptureFixture[str]) -> None:
