@@ -140,6 +140,25 @@ def training_stats(_trained: tuple[Path, list[EpochStats]]) -> list[EpochStats]:
 
 
 @pytest.fixture(scope="session")
+def fitted(training_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each table family (fitted in one pass, no training loop) fitted on the chain training set with its
+    defaults and saved: family -> folder."""
+    from training.families import TRAINERS, BaselineTrainer
+
+    vocabulary = read_vocabulary(training_dir / "items.parquet")
+    train_split = load_split(training_dir, "train", vocabulary)
+    folders = {}
+    for name, trainer in TRAINERS.items():
+        if not isinstance(trainer, BaselineTrainer):
+            continue
+        params = trainer.params()
+        result = trainer.fit(train_split, params, torch.device("cpu"))
+        folders[name] = tmp_path_factory.mktemp(name) / "model"
+        trainer.save(result, folders[name], vocabulary, params)
+    return folders
+
+
+@pytest.fixture(scope="session")
 def random_model_dir(training_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same network shape with random weights (a deliberately bad model), saved as a model folder."""
     vocabulary = read_vocabulary(training_dir / "items.parquet")

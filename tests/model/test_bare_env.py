@@ -1,7 +1,7 @@
-"""A registered model loads and predicts in a bare virtual environment: only the distributions its
-``requirements.txt`` names (mlflow, torch, numpy, pandas, pyarrow) and their dependencies, no project on
-the path, started outside the repository. Loading must import nothing of the project but the ``model``
-package the logged model carries.
+"""A registered model of every family loads and predicts in a bare virtual environment: only the
+distributions its ``requirements.txt`` names (mlflow, torch, numpy, pandas, pyarrow, scipy) and their
+dependencies, no project on the path, started outside the repository. Loading must import nothing of the
+project but the ``model`` package the logged model carries, and answer as the model folder does here.
 
 The environment is a fresh ``venv`` whose site-packages holds links to the files of exactly those
 distributions as installed here (the versions the model pins). ``pip install`` of the same set takes
@@ -22,16 +22,19 @@ from importlib import metadata
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from model.families import FAMILIES
+from model.recommender import Recommender
 from sessionrec.config import PROJECT_ROOT
 
 # Packages of this project that loading a model must never import.
 PROJECT_PACKAGES = ("sessionrec", "training", "lifecycle", "jobs", "dags", "airflow", "pyspark")
-# Families whose logged models are checked, with the fixture giving a trained model folder of each.
-FAMILIES = {"gru4rec": "trained_model_dir"}
+# Every family a logged model can hold (model/families.py), with the fixture giving a model folder of it.
+FAMILY_FOLDERS = {"gru4rec": "trained_model_dir", "sr": "fitted", "vsknn": "fitted"}
 SCRIPT = """
 import importlib.util, json, sys
 import mlflow, pandas as pd
@@ -120,21 +123,27 @@ def bare_python(tmp_path_factory: pytest.TempPathFactory) -> BareEnvironments:
     return environment
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_family_is_checked() -> None:
+    assert set(FAMILY_FOLDERS) == set(FAMILIES), "add the new family to FAMILY_FOLDERS"
+
+
+@pytest.mark.parametrize("family", sorted(FAMILY_FOLDERS))
 def test_registered_model_loads_and_predicts_in_a_bare_environment(
         family: str, bare_python: BareEnvironments, mlflow_server: str,
         server_champion: Callable[[Path, str], str], chain_items: list[str], tmp_path: Path,
         request: pytest.FixtureRequest) -> None:
-    model_uri = server_champion(request.getfixturevalue(FAMILIES[family]), f"bare-env-{family}")
+    folders = request.getfixturevalue(FAMILY_FOLDERS[family])
+    model_folder = folders[family] if isinstance(folders, dict) else folders
+    model_uri = server_champion(model_folder, f"bare-env-{family}")
     mlflow.set_tracking_uri(mlflow_server)
     requirements = Path(mlflow.pyfunc.get_model_dependencies(model_uri)).read_text().split()
     env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
     env.update({"MLFLOW_TRACKING_URI": mlflow_server, "MLFLOW_DISABLE_TELEMETRY": "true",
                 "CUDA_VISIBLE_DEVICES": ""})
     # -I: no PYTHONPATH, no user site, not even the working directory on the path.
-    result = subprocess.run([str(bare_python(tuple(requirements))), "-I", "-c", SCRIPT, model_uri, *chain_items[5:7],
-                             *PROJECT_PACKAGES], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run([str(bare_python(tuple(requirements))), "-I", "-c", SCRIPT, model_uri,
+                             *chain_items[5:7], *PROJECT_PACKAGES], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     output = json.loads(result.stdout.strip().splitlines()[-1])
     assert output["importable"] == [], f"the bare environment can import {output['importable']}"
@@ -145,4 +154,8 @@ def test_registered_model_loads_and_predicts_in_a_bare_environment(
     assert [(row["session_id"], row["rank"], row["fallback"]) for row in rows] == [
         ("known", 1, False), ("known", 2, False), ("known", 3, False),
         ("unknown", 1, True), ("unknown", 2, True), ("unknown", 3, True)]
-    assert rows[0]["item_id"] == chain_items[7]
+    # The same answers as the model folder gives in this project's environment.
+    expected = Recommender.from_directory(model_folder, device="cpu").recommend(
+        [chain_items[5:7], ["never-seen"]], k=3).to_pandas(np.array(["known", "unknown"], dtype=object))
+    assert [row["item_id"] for row in rows] == expected["item_id"].tolist()
+    assert [row["score"] for row in rows] == pytest.approx(expected["score"].tolist(), rel=1e-5)
