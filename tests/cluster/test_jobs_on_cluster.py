@@ -36,9 +36,10 @@ from jobs.warehouse import connect
 from model.artifacts import save_model
 from model.data import read_vocabulary
 from model.network import GRU4Rec
-from model.packaging import log_gru4rec_model
+from model.packaging import log_session_model
 from sessionrec import airflow_env
 from sessionrec.config import PROJECT_ROOT, Settings, load_settings
+from sessionrec.layout import SPLITS, Lake
 from sessionrec.run import run_dag
 from tests.spark_cluster import SparkCluster
 from training.trainer import TrainParams
@@ -55,7 +56,7 @@ VOLATILE = {"elapsed_s", "outputs", "phase_seconds", "duration_seconds", "genera
             "run_record", "warehouse"}
 
 
-def table_rows(folder: Path) -> list[dict[str, Any]]:
+def table_rows(folder: Path | str) -> list[dict[str, Any]]:
     """Every row of a Parquet folder (or file), in a canonical order."""
     table = pq.read_table(folder)
     return sorted(table.to_pylist(), key=lambda row: json.dumps(row, default=str, sort_keys=True))
@@ -63,10 +64,6 @@ def table_rows(folder: Path) -> list[dict[str, Any]]:
 
 def stable(record: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in record.items() if key not in VOLATILE}
-
-
-def day_folder(lake: Path, kind: str) -> Path:
-    return lake / kind / f"ds={DAY.isoformat()}"
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +100,7 @@ def local_lake(spark: object, cluster_settings: Settings, tmp_path_factory: pyte
 def registry(local_lake: Path, cluster_settings: Settings) -> str:
     """A random-weight GRU4Rec over the training set's items, registered as ``MODEL_NAME@champion``."""
     root = Path(cluster_settings.home) / "mlflow"
-    vocabulary = read_vocabulary(day_folder(local_lake, "training") / "items.parquet")
+    vocabulary = read_vocabulary(Lake(str(local_lake)).training_items(DAY))
     params = TrainParams(layers=(16,))
     torch.manual_seed(0)
     save_model(root / "model", GRU4Rec(params.network_config(len(vocabulary))), vocabulary, params.to_dict())
@@ -115,7 +112,7 @@ def registry(local_lake: Path, cluster_settings: Settings) -> str:
     mlflow.set_registry_uri(uri)
     try:
         with mlflow.start_run(experiment_id=experiment):
-            info = log_gru4rec_model(root / "model", registered_model_name=MODEL_NAME)
+            info = log_session_model(root / "model", registered_model_name=MODEL_NAME)
     finally:
         mlflow.set_tracking_uri(previous[0])
         mlflow.set_registry_uri(previous[1])
@@ -138,8 +135,8 @@ def cluster_lake(spark_cluster: SparkCluster, cluster_settings: Settings, local_
     set built through spark-submit, both on the cluster."""
     lake, ds = Path(cluster_settings.lake), DAY.isoformat()
     for offset in range(1, DAYS):  # the earlier days of the window, as the local run wrote them
-        earlier = f"ds={(DAY - timedelta(days=offset)).isoformat()}"
-        shutil.copytree(local_lake / "sessions" / earlier, lake / "sessions" / earlier)
+        earlier = DAY - timedelta(days=offset)
+        shutil.copytree(Lake(str(local_lake)).sessions(earlier), cluster_settings.layout.sessions(earlier))
     env = {**airflow_env.airflow_env(cluster_settings, retry_delay_s=1), "PYTHONPATH": str(PROJECT_ROOT)}
     airflow_env.prepare(cluster_settings, env)
     logs = Path(cluster_settings.home) / "logs"
@@ -161,12 +158,11 @@ def test_cluster_has_two_workers_on_loopback(spark_cluster: SparkCluster) -> Non
 
 def test_sessionize_on_the_cluster_equals_the_local_run(cluster_lake: Path, local_lake: Path,
                                                         spark_cluster: SparkCluster) -> None:
-    for kind in ("sessions", "quarantine"):
-        cluster_rows = table_rows(day_folder(cluster_lake, kind))
-        assert cluster_rows == table_rows(day_folder(local_lake, kind)), kind
-    assert len(table_rows(day_folder(cluster_lake, "sessions"))) > 1000
-    stats = [json.loads((lake / "stats" / f"ds={DAY.isoformat()}.json").read_text())
-             for lake in (cluster_lake, local_lake)]
+    cluster, local = Lake(str(cluster_lake)), Lake(str(local_lake))
+    assert table_rows(cluster.sessions(DAY)) == table_rows(local.sessions(DAY))
+    assert table_rows(cluster.quarantine(DAY)) == table_rows(local.quarantine(DAY))
+    assert len(table_rows(cluster.sessions(DAY))) > 1000
+    stats = [json.loads(Path(lake.sessionize_stats(DAY)).read_text()) for lake in (cluster, local)]
     assert stable(stats[0]) == stable(stats[1])
     assert stats[0]["rows_quarantined"] > 0 and stats[0]["sessions"] > 100
     # The job ran on the cluster, with an executor on each worker.
@@ -178,11 +174,11 @@ def test_sessionize_on_the_cluster_equals_the_local_run(cluster_lake: Path, loca
 
 
 def test_training_set_on_the_cluster_equals_the_local_run(cluster_lake: Path, local_lake: Path) -> None:
-    cluster, local = day_folder(cluster_lake, "training"), day_folder(local_lake, "training")
-    for split in ("train", "test", "train_tr", "valid"):
-        assert table_rows(cluster / split) == table_rows(local / split), split
-    assert pq.read_table(cluster / "items.parquet").equals(pq.read_table(local / "items.parquet"))
-    stats = [json.loads((folder / "stats.json").read_text()) for folder in (cluster, local)]
+    cluster, local = Lake(str(cluster_lake)), Lake(str(local_lake))
+    for split in SPLITS:
+        assert table_rows(cluster.training_split(DAY, split)) == table_rows(local.training_split(DAY, split)), split
+    assert pq.read_table(cluster.training_items(DAY)).equals(pq.read_table(local.training_items(DAY)))
+    stats = [json.loads(Path(lake.training_stats(DAY)).read_text()) for lake in (cluster, local)]
     assert stable(stats[0]) == stable(stats[1])
 
 
@@ -199,7 +195,7 @@ def test_score_on_the_cluster_equals_the_local_run(spark: object, spark_cluster:
     timings["score"] = spark_cluster.submit(JOBS / "score.py", [
         "--lake", str(cluster_lake), "--ds", DAY.isoformat(), "--model-uri", model_uri,
         "--warehouse", cluster_url], submit_env, home / "logs" / "score.log")
-    record = json.loads((cluster_lake / "stats" / "score" / f"ds={DAY.isoformat()}.json").read_text())
+    record = json.loads(Path(Lake(str(cluster_lake)).score_stats(DAY)).read_text())
     assert stable(record) == stable(local)
     assert record["rows_written"] == record["sessions"] * TOP_K > 0
 
