@@ -8,8 +8,6 @@ in position order and counts what the model will not know.
 
 from __future__ import annotations
 
-import functools
-import operator
 from collections.abc import Mapping, Sequence
 from datetime import date
 
@@ -53,18 +51,10 @@ def read_sessions(spark: SparkSession, path: str, columns: ColumnTypes) -> DataF
     return frame.select(*columns)
 
 
-def require_no_nulls(events: DataFrame, path: str) -> DataFrame:
-    """``events`` unchanged, or ValueError when a row has a null in one of its columns."""
-    nulls = events.where(functools.reduce(operator.or_, (F.col(c).isNull() for c in events.columns)))
-    null_rows = nulls.count()
-    if null_rows:
-        raise ValueError(f"{path}: {null_rows} row(s) with a null {', '.join(events.columns)}; expected none")
-    return events
-
-
 def session_sequences(events: DataFrame, known_items: DataFrame, partitions: int) -> DataFrame:
-    """One row per session: ``item_ids`` in position order, ``length`` and ``known`` (events whose item the
-    model knows; ``known_items`` has one ``item_id`` column), in ``partitions`` partitions.
+    """One row per session: ``item_ids`` in position order, ``length``, ``known`` (events whose item the
+    model knows; ``known_items`` has one ``item_id`` column) and ``nulls`` (events with a null item or
+    position; a null session id makes a session of its own), in ``partitions`` partitions.
 
     The partition count is explicit because adaptive execution would otherwise coalesce a day's sessions
     (small as data, expensive to score) into one or two partitions and leave most executors idle.
@@ -74,25 +64,36 @@ def session_sequences(events: DataFrame, known_items: DataFrame, partitions: int
     return (flagged.groupBy("session_id")
             .agg(F.sort_array(F.collect_list(F.struct("position", "item_id"))).alias("events"),
                  F.count(F.lit(1)).alias("length"),
-                 F.count("is_known").alias("known"))
-            .select("session_id", F.col("events.item_id").alias("item_ids"), "length", "known"))
+                 F.count("is_known").alias("known"),
+                 F.count_if(F.col("item_id").isNull() | F.col("position").isNull()).alias("nulls"))
+            .select("session_id", F.col("events.item_id").alias("item_ids"), "length", "known", "nulls"))
 
 
-def sequence_stats(sequences: DataFrame) -> dict[str, int]:
-    """Sessions, events, events with an unknown item, and sessions with no known item (the fallbacks)."""
+STATS = ("sessions", "events", "unknown_items", "fallback_sessions")
+
+
+def sequence_stats(sequences: DataFrame, path: str) -> dict[str, int]:
+    """Sessions, events, events with an unknown item, and sessions with no known item (the fallbacks);
+    ValueError naming ``path`` when an event has a null session id, item or position."""
+    null_rows = F.when(F.col("session_id").isNull(), F.col("length")).otherwise(F.col("nulls"))
     row = sequences.agg(F.count(F.lit(1)).alias("sessions"),
                         F.coalesce(F.sum("length"), F.lit(0)).alias("events"),
                         F.coalesce(F.sum(F.col("length") - F.col("known")), F.lit(0)).alias("unknown_items"),
-                        F.count(F.when(F.col("known") == 0, 1)).alias("fallback_sessions")).first()
-    return {key: int(row[key]) for key in ("sessions", "events", "unknown_items", "fallback_sessions")}
+                        F.count(F.when(F.col("known") == 0, 1)).alias("fallback_sessions"),
+                        F.coalesce(F.sum(null_rows), F.lit(0)).alias("null_rows")).first()
+    if row["null_rows"]:
+        raise ValueError(f"{path}: {row['null_rows']} row(s) with a null {', '.join(SCORING_COLUMNS)}; "
+                         "expected none")
+    return {key: int(row[key]) for key in STATS}
 
 
 def scoring_sequences(spark: SparkSession, lake: Lake, ds: date,
                       known_item_ids: Sequence[str]) -> tuple[DataFrame, dict[str, int]]:
-    """Day D's session sequences for scoring (checkpointed: scored once, counted once) and their counts."""
+    """Day D's session sequences for scoring (checkpointed: read, checked, scored and counted from one pass
+    over the day) and their counts."""
     path = lake.sessions(ds)
-    events = require_no_nulls(read_sessions(spark, path, SCORING_COLUMNS), path)
+    events = read_sessions(spark, path, SCORING_COLUMNS)
     known_items = spark.createDataFrame(pa.table({"item_id": pa.array(known_item_ids, pa.string())}))
     partitions = SCORING_TASKS_PER_CORE * spark.sparkContext.defaultParallelism
     sequences = session_sequences(events, known_items, partitions).localCheckpoint()
-    return sequences, sequence_stats(sequences)
+    return sequences, sequence_stats(sequences, path)
