@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from jobs.readers import EVENT_SCHEMA, FORMATS, ReaderError, iter_events
 from sessionrec.config import load_settings
-from sessionrec.layout import LandingZone, local_path, partition_day
+from sessionrec.layout import PARTITION_PREFIX, LandingZone, local_path, partition_day
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class DayFiles:
 def remove_stale_days(raw_dir: str | Path, file_name: str, keep: set[dt.date]) -> list[Path]:
     """Delete ``RAW/clicks/ds=*/<file_name>`` for days not in ``keep`` (left by an earlier landing)."""
     removed = []
-    for path in sorted(local_path(LandingZone(str(raw_dir)).clicks).glob(f"ds=*/{file_name}")):
+    for path in sorted(local_path(LandingZone(str(raw_dir)).clicks).glob(f"{PARTITION_PREFIX}*/{file_name}")):
         day = partition_day(path.parent.name)
         if day not in keep:
             path.unlink()

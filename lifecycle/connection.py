@@ -44,7 +44,8 @@ class MlflowStore:
     def connect(self) -> MlflowClient:
         """Point this process's MLflow (fluent API, model downloads) at the stores and return a client.
 
-        The folder of a local SQLite store is created, so a fresh ``var/`` works.
+        The folder of a local SQLite store is created, so a fresh ``var/`` works. MLflow also exports the
+        URIs as ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI``, so child processes use the same stores.
         """
         import mlflow
         from mlflow.tracking import MlflowClient

@@ -15,10 +15,16 @@ pytest_plugins = ["tests.postgres", "tests.spark_cluster"]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-# The settings honour MLflow's own variables: a developer's shell must not point the tests' runs at a real
-# tracking server or registry (each test makes its own store).
-for _variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-    os.environ.pop(_variable, None)
+MLFLOW_STORE_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True)
+def no_mlflow_store_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts without MLflow's store variables, which the settings honour: neither a developer's
+    shell nor an earlier test (``mlflow.set_tracking_uri`` also sets ``MLFLOW_TRACKING_URI`` in
+    ``os.environ``) chooses where a test's runs land; each test makes its own store."""
+    for variable in MLFLOW_STORE_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
 
 
 @pytest.fixture(scope="session")
