@@ -199,6 +199,19 @@ def mlflow_settings(mlflow_store: StoreFactory, tmp_path: Path) -> Settings:
     return mlflow_store(tmp_path / "var")
 
 
+@pytest.fixture
+def cli_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """``SESSIONREC_HOME`` for a CLI run under ``tmp_path / "var"``, its MLflow store the home's own.
+
+    ``mlflow.set_tracking_uri`` exports ``MLFLOW_TRACKING_URI``, which the settings honour: an earlier test's
+    store must not leak into the CLI's settings.
+    """
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("SESSIONREC_HOME", str(tmp_path / "var"))
+    return tmp_path / "var"
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``mlflow server`` (SQLite backend, proxied artifacts) on localhost; yields its URL."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -89,14 +90,16 @@ def test_a_model_of_another_clickstream_is_refused_by_coverage(
     assert gate(settings.replace(gate_min_coverage=0.0), foreign, DAY)["champion_version"] == champion
 
 
-def test_an_ad_hoc_cli_run_cannot_move_the_champion(mlflow_settings: Settings, training_dir: Path,
-                                                    foreign_dir: Path, monkeypatch: pytest.MonkeyPatch,
+def test_an_ad_hoc_cli_run_cannot_move_the_champion(mlflow_store: Callable[[Path], Settings], cli_home: Path,
+                                                    training_dir: Path, foreign_dir: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    settings = production_settings(mlflow_settings, training_dir)
+    settings = production_settings(mlflow_store(cli_home), training_dir)
     client = connect(settings)
     champion = fit_and_register(settings, training_dir, "sr")
     force_promote(client, settings.model_name, champion)
-    monkeypatch.setenv("SESSIONREC_HOME", str(settings.home))
+    for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):  # exported by connect(): the CLI's own
+        monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("SESSIONREC_LAKE", settings.lake)
     ad_hoc = ["--training-dir", str(foreign_dir), "--family", "sr", "--device", "cpu", "--baselines", "pop"]
 

@@ -121,14 +121,12 @@ def test_without_family_selects_on_validation_and_reports_the_leaderboard(
     assert f"selected {result['family']} by validation {metric}" in capsys.readouterr().out
 
 
-def test_an_ad_hoc_run_tracks_but_never_registers_unless_asked(training_dir: Path, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_ad_hoc_run_tracks_but_never_registers_unless_asked(training_dir: Path, cli_home: Path) -> None:
     """The default CLI run: one MLflow run with the model, no registered version (nothing can be promoted)."""
     from mlflow.tracking import MlflowClient
 
     from sessionrec.config import load_settings
 
-    monkeypatch.setenv("SESSIONREC_HOME", str(tmp_path / "var"))
     assert main(["--training-dir", str(training_dir), "--family", "gru4rec", "--device", "cpu", "--baselines", "pop",
                  *TINY]) == 0
     settings = load_settings()
@@ -142,14 +140,13 @@ def test_an_ad_hoc_run_tracks_but_never_registers_unless_asked(training_dir: Pat
     assert not settings.work_area.checkpoints("2026-11-21").exists(), "checkpoints removed once logged"
 
 
-def test_register_in_the_production_lake_is_gated(training_dir: Path, tmp_path: Path,
+def test_register_in_the_production_lake_is_gated(training_dir: Path, cli_home: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Trained on the production lake's training set of the day: registered and gated on that day's data."""
     from mlflow.tracking import MlflowClient
 
     from sessionrec.config import load_settings
 
-    monkeypatch.setenv("SESSIONREC_HOME", str(tmp_path / "var"))
     monkeypatch.setenv("SESSIONREC_LAKE", str(training_dir.parent.parent))
     assert main(["--training-dir", str(training_dir), "--family", "sr", "--device", "cpu", "--baselines", "pop",
                  "--register"]) == 0
