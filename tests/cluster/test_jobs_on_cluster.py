@@ -78,8 +78,11 @@ def cluster_settings(tmp_path_factory: pytest.TempPathFactory, spark_cluster: Sp
 
 @pytest.fixture(scope="module")
 def submit_env(cluster_settings: Settings) -> dict[str, str]:
-    """spark-submit's environment: the settings as SESSIONREC_*, this checkout and interpreter."""
-    return {**os.environ, **airflow_env.settings_env(cluster_settings), "PYTHONPATH": str(PROJECT_ROOT),
+    """spark-submit's environment: the settings as SESSIONREC_*, this checkout and interpreter, and none of
+    MLflow's store variables (an earlier test's would win over the settings' store)."""
+    base = {key: value for key, value in os.environ.items()
+            if key not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    return {**base, **airflow_env.settings_env(cluster_settings), "PYTHONPATH": str(PROJECT_ROOT),
             "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable,
             "SPARK_LOCAL_IP": "127.0.0.1"}
 
@@ -130,9 +133,9 @@ def timings() -> Iterator[dict[str, float]]:
 
 @pytest.fixture(scope="module")
 def cluster_lake(spark_cluster: SparkCluster, cluster_settings: Settings, local_lake: Path,
-                 submit_env: dict[str, str], timings: dict[str, float]) -> Path:
-    """Day D sessionized by the DAG (its SparkSubmitOperator on a ``spark://`` connection), then the training
-    set built through spark-submit, both on the cluster."""
+                 timings: dict[str, float]) -> Path:
+    """The cluster's lake: day D sessionized on the cluster by the DAG (its SparkSubmitOperator on a
+    ``spark://`` connection), the earlier days of the window copied from the local run."""
     lake, ds = Path(cluster_settings.lake), DAY.isoformat()
     for offset in range(1, DAYS):  # the earlier days of the window, as the local run wrote them
         earlier = DAY - timedelta(days=offset)
@@ -144,9 +147,17 @@ def cluster_lake(spark_cluster: SparkCluster, cluster_settings: Settings, local_
     dag_log = run_dag("clickstream_sessionize", {"ds": ds}, env, logs)
     timings["sessionize (DAG)"] = time.monotonic() - started
     assert f"--master {spark_cluster.master_url}" in dag_log.read_text()
-    timings["training_set"] = spark_cluster.submit(JOBS / "training_set.py", [
-        "--lake", str(lake), "--ds", ds], submit_env, logs / "training_set.log")
     return lake
+
+
+@pytest.fixture(scope="module")
+def cluster_training_set(spark_cluster: SparkCluster, cluster_settings: Settings, cluster_lake: Path,
+                         submit_env: dict[str, str], timings: dict[str, float]) -> Path:
+    """The cluster's lake with day D's training set built through spark-submit on the cluster."""
+    timings["training_set"] = spark_cluster.submit(JOBS / "training_set.py", [
+        "--lake", str(cluster_lake), "--ds", DAY.isoformat()], submit_env,
+        Path(cluster_settings.home) / "logs" / "training_set.log")
+    return cluster_lake
 
 
 def test_cluster_has_two_workers_on_loopback(spark_cluster: SparkCluster) -> None:
@@ -173,8 +184,8 @@ def test_sessionize_on_the_cluster_equals_the_local_run(cluster_lake: Path, loca
         assert sessionize_apps <= {executor["appid"] for executor in worker["finishedexecutors"]}
 
 
-def test_training_set_on_the_cluster_equals_the_local_run(cluster_lake: Path, local_lake: Path) -> None:
-    cluster, local = Lake(str(cluster_lake)), Lake(str(local_lake))
+def test_training_set_on_the_cluster_equals_the_local_run(cluster_training_set: Path, local_lake: Path) -> None:
+    cluster, local = Lake(str(cluster_training_set)), Lake(str(local_lake))
     for split in SPLITS:
         assert table_rows(cluster.training_split(DAY, split)) == table_rows(local.training_split(DAY, split)), split
     assert pq.read_table(cluster.training_items(DAY)).equals(pq.read_table(local.training_items(DAY)))
