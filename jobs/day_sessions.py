@@ -8,9 +8,7 @@ recent items in position order and counts what the model will not know.
 
 from __future__ import annotations
 
-import functools
 import logging
-import operator
 from collections.abc import Mapping, Sequence
 from datetime import date
 
@@ -67,19 +65,11 @@ def read_sessions(spark: SparkSession, path: str, columns: ColumnTypes,
                                     for name, types in optional.items()))
 
 
-def require_no_nulls(events: DataFrame, path: str) -> DataFrame:
-    """``events`` unchanged, or ValueError when a row has a null in one of its columns."""
-    nulls = events.where(functools.reduce(operator.or_, (F.col(c).isNull() for c in events.columns)))
-    null_rows = nulls.count()
-    if null_rows:
-        raise ValueError(f"{path}: {null_rows} row(s) with a null {', '.join(events.columns)}; expected none")
-    return events
-
-
 def session_sequences(events: DataFrame, known_items: DataFrame, partitions: int, max_events: int) -> DataFrame:
     """One row per session: ``item_ids``, its most recent ``max_events`` items in position order, ``length``
     (all its events), ``known`` (events whose item the model knows; ``known_items`` has one ``item_id``
-    column) and ``recent_known`` (those among the items scored), in ``partitions`` partitions.
+    column), ``recent_known`` (those among the items scored) and ``nulls`` (events with a null item or
+    position; a null session id makes a session of its own), in ``partitions`` partitions.
 
     Only the most recent events reach the model, and only they are gathered into a list, so a crawler's
     session of any length costs at most ``max_events`` events of memory and scoring. The partition count
@@ -95,34 +85,44 @@ def session_sequences(events: DataFrame, known_items: DataFrame, partitions: int
                  .alias("events"),
                  F.count(F.lit(1)).alias("length"),
                  F.count("is_known").alias("known"),
-                 F.count(F.when(F.col("recent"), F.col("is_known"))).alias("recent_known"))
-            .select("session_id", F.col("events.item_id").alias("item_ids"), "length", "known", "recent_known"))
+                 F.count(F.when(F.col("recent"), F.col("is_known"))).alias("recent_known"),
+                 F.count_if(F.col("item_id").isNull() | F.col("position").isNull()).alias("nulls"))
+            .select("session_id", F.col("events.item_id").alias("item_ids"), "length", "known", "recent_known",
+                    "nulls"))
 
 
-def sequence_stats(sequences: DataFrame, max_events: int) -> dict[str, int]:
+STATS = ("sessions", "events", "unknown_items", "fallback_sessions", "truncated_sessions", "events_not_scored")
+
+
+def sequence_stats(sequences: DataFrame, max_events: int, path: str) -> dict[str, int]:
     """Sessions, events, events with an unknown item, sessions with no known item among the items scored
-    (the fallbacks), and sessions cut to their most recent ``max_events`` events with the events left out."""
+    (the fallbacks), and sessions cut to their most recent ``max_events`` events with the events left out;
+    ValueError naming ``path`` when an event has a null session id, item or position."""
     cut = F.col("length") > max_events
+    null_rows = F.when(F.col("session_id").isNull(), F.col("length")).otherwise(F.col("nulls"))
     row = sequences.agg(F.count(F.lit(1)).alias("sessions"),
                         F.coalesce(F.sum("length"), F.lit(0)).alias("events"),
                         F.coalesce(F.sum(F.col("length") - F.col("known")), F.lit(0)).alias("unknown_items"),
                         F.count(F.when(F.col("recent_known") == 0, 1)).alias("fallback_sessions"),
                         F.count(F.when(cut, 1)).alias("truncated_sessions"),
                         F.coalesce(F.sum(F.when(cut, F.col("length") - max_events)), F.lit(0))
-                        .alias("events_not_scored")).first()
-    return {key: int(row[key]) for key in ("sessions", "events", "unknown_items", "fallback_sessions",
-                                           "truncated_sessions", "events_not_scored")}
+                        .alias("events_not_scored"),
+                        F.coalesce(F.sum(null_rows), F.lit(0)).alias("null_rows")).first()
+    if row["null_rows"]:
+        raise ValueError(f"{path}: {row['null_rows']} row(s) with a null {', '.join(SCORING_COLUMNS)}; "
+                         "expected none")
+    return {key: int(row[key]) for key in STATS}
 
 
 def scoring_sequences(spark: SparkSession, lake: Lake, ds: date, known_item_ids: Sequence[str],
                       max_events: int) -> tuple[DataFrame, dict[str, int]]:
     """Day D's session sequences for scoring, each cut to its most recent ``max_events`` events
-    (checkpointed: scored once, counted once), and their counts."""
+    (checkpointed: read, checked, scored and counted from one pass over the day), and their counts."""
     if max_events < 1:
         raise ValueError(f"max_events must be a positive integer, got {max_events}")
     path = lake.sessions(ds)
-    events = require_no_nulls(read_sessions(spark, path, SCORING_COLUMNS), path)
+    events = read_sessions(spark, path, SCORING_COLUMNS)
     known_items = spark.createDataFrame(pa.table({"item_id": pa.array(known_item_ids, pa.string())}))
     partitions = SCORING_TASKS_PER_CORE * spark.sparkContext.defaultParallelism
     sequences = session_sequences(events, known_items, partitions, max_events).localCheckpoint()
-    return sequences, sequence_stats(sequences, max_events)
+    return sequences, sequence_stats(sequences, max_events, path)

@@ -71,6 +71,7 @@ DUPLICATES, REPEAT, ON_DAY = "_duplicates", "_repeat", "_on_day"
 # Whose events a row is: (has a source session id, that id or else the visitor id).
 SOURCE, OWNER = "_source", "_owner"
 OWNER_KEY = (SOURCE, OWNER)
+CACHED_PLAN_PARTITIONING = "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning"
 LENGTH_BUCKETS = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 10), (11, 20), (21, 50), (51, 100), (101, None))
 
 
@@ -310,9 +311,22 @@ def sessionize(spark: SparkSession, raw: str, lake: str, ds: dt.date, gap_minute
     return stats
 
 
+def allow_coalescing_cached_plans(spark: SparkSession) -> None:
+    """Let adaptive execution coalesce the partitions of a cached plan, unless Spark was told otherwise.
+
+    Spark 4.3 keeps a cached plan's partitions as its shuffle made them (``spark.sql.shuffle.partitions``,
+    200 by default), so every pass over the cached events below would run that many mostly empty tasks
+    and write that many tiny files, although adaptive execution coalesces the same shuffle when nothing
+    is cached.
+    """
+    if not spark.sparkContext.getConf().contains(CACHED_PLAN_PARTITIONING):
+        spark.conf.set(CACHED_PLAN_PARTITIONING, "true")
+
+
 def _write_outputs(spark: SparkSession, rows: DataFrame, ds: dt.date, gap_minutes: int, keep_repeats: bool,
                    crawlers: CrawlerRules, staging: str) -> dict[str, Any]:
     """Quarantine and sessions written under ``staging``; returns their counts."""
+    allow_coalescing_cached_plans(spark)
     flagged = sessions_of_events(used_events(rows, ds), ds, gap_minutes).persist()
     try:
         quarantine_rows(rows).write.parquet(f"{staging}/quarantine")

@@ -44,8 +44,10 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelInputExample, ModelSignature, infer_signature
 from mlflow.models.model import ModelInfo
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from model.recommender import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_SESSION_EVENTS, Recommender
@@ -90,10 +92,15 @@ class SessionPyfunc(PythonModel):
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
         if self._recommender is None:
             raise RuntimeError("SessionPyfunc.predict called before load_context")
-        frame = checked_input(model_input)
         options = {**DEFAULT_PARAMS, **(params or {})}
-        recommendations = self._recommender.recommend(
-            list(frame["item_ids"]), k=int(options["k"]), exclude_last=bool(options["exclude_last"]))
+        try:
+            frame = checked_input(model_input)
+            recommendations = self._recommender.recommend(
+                list(frame["item_ids"]), k=int(options["k"]), exclude_last=bool(options["exclude_last"]))
+        except (TypeError, ValueError) as exc:
+            # An MlflowException keeps its message in the HTTP answer of `mlflow models serve` (400); any
+            # other exception is answered with a generic message.
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from exc
         return recommendations.to_pandas(frame["session_id"].astype(str).to_numpy())
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from sessionrec.config import Settings, load_settings
 
-pytest_plugins = ["tests.postgres"]
+pytest_plugins = ["tests.postgres", "tests.spark_cluster"]
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")

@@ -14,7 +14,6 @@ import glob
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -23,6 +22,8 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
+
+from tests.net import free_port
 
 URL_ENV = "SESSIONREC_TEST_POSTGRES_URL"
 SERVER_USER = "postgres"
@@ -43,12 +44,6 @@ def find_server_binaries() -> Path | None:
         if (Path(bindir) / "initdb").exists() and (Path(bindir) / "pg_ctl").exists():
             return Path(bindir)
     return None
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _as_server_user(command: list[str]) -> list[str]:
@@ -92,7 +87,7 @@ def postgres_url() -> Iterator[str]:
     if os.geteuid() == 0:
         shutil.chown(root, SERVER_USER)
         shutil.chown(sockets, SERVER_USER)
-    port = _free_port()
+    port = free_port()
     pg_ctl = str(bindir / "pg_ctl")
     try:
         _run([str(bindir / "initdb"), "-D", str(data), "-U", SERVER_USER, "-A", "trust", "-E", "UTF8",

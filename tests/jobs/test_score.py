@@ -284,6 +284,18 @@ def test_input_with_a_wrong_column_type_names_the_column(spark: object, registry
                         f"duckdb://{tmp_path / 'w.duckdb'}", registry)
 
 
+def test_nulls_in_the_day_are_counted_and_refused_before_scoring(spark: object, registry: str,
+                                                                 tmp_path: Path) -> None:
+    folder = tmp_path / "lake" / "sessions" / f"ds={DAY.isoformat()}"
+    folder.mkdir(parents=True)
+    pq.write_table(pa.table({"session_id": ["a", "a", None, "b"], "item_id": ["i01", None, "i02", "i03"],
+                             "position": pa.array([0, 1, 0, None], pa.int32())}), folder / "p.parquet")
+    with pytest.raises(ValueError, match=r"ds=2026-11-21: 3 row\(s\) with a null session_id, item_id, position"):
+        score.score_day(spark, str(tmp_path / "lake"), DAY, f"models:/{MODEL_NAME}@champion", TOP_K, True,
+                        f"duckdb://{tmp_path / 'w.duckdb'}", registry)
+    assert not (tmp_path / "lake" / "recommendations").exists()
+
+
 def test_resolve_model_by_alias_and_by_version(registry: str, tmp_path: Path) -> None:
     store = MlflowStore(registry)
     by_alias = score.resolve_model(f"models:/{MODEL_NAME}@champion", store, tmp_path / "a")

@@ -11,13 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +28,7 @@ from model.artifacts import save_model
 from model.data import Vocabulary, load_split, read_vocabulary, write_vocabulary
 from model.network import GRU4Rec
 from sessionrec.config import Settings, load_settings
+from tests.net import free_port, stop_process_group, wait_healthy
 from training.trainer import EpochStats, TrainParams, train
 
 N_ITEMS = 60
@@ -142,6 +140,43 @@ def training_stats(_trained: tuple[Path, list[EpochStats]]) -> list[EpochStats]:
 
 
 @pytest.fixture(scope="session")
+def fitted(training_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each table family (fitted in one pass, no training loop) fitted on the chain training set with its
+    defaults and saved: family -> folder."""
+    from training.families import TRAINERS, BaselineTrainer
+
+    vocabulary = read_vocabulary(training_dir / "items.parquet")
+    train_split = load_split(training_dir, "train", vocabulary)
+    folders = {}
+    for name, trainer in TRAINERS.items():
+        if not isinstance(trainer, BaselineTrainer):
+            continue
+        params = trainer.params()
+        result = trainer.fit(train_split, params, torch.device("cpu"))
+        folders[name] = tmp_path_factory.mktemp(name) / "model"
+        trainer.save(result, folders[name], vocabulary, params)
+    return folders
+
+
+NARM_TINY = {"embedding": 16, "hidden": 32, "batch_size": 64, "learning_rate": 0.01, "dropout_embed": 0.0,
+             "dropout_context": 0.0, "epochs": 6, "patience": 0, "seed": 2}
+
+
+@pytest.fixture(scope="session")
+def narm_model_dir(training_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """NARM fitted through TRAINERS on the chain sessions and saved as a model folder."""
+    from training.families import TRAINERS
+
+    trainer = TRAINERS["narm"]
+    vocabulary = read_vocabulary(training_dir / "items.parquet")
+    params = trainer.params(NARM_TINY)
+    fitted = trainer.fit(load_split(training_dir, "train", vocabulary), params, torch.device("cpu"))
+    directory = tmp_path_factory.mktemp("narm") / "model"
+    trainer.save(fitted, directory, vocabulary, params)
+    return directory
+
+
+@pytest.fixture(scope="session")
 def random_model_dir(training_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same network shape with random weights (a deliberately bad model), saved as a model folder."""
     vocabulary = read_vocabulary(training_dir / "items.parquet")
@@ -190,26 +225,6 @@ def cli_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path / "var"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_healthy(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"mlflow server not healthy after {SERVER_START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``mlflow server`` (SQLite backend, proxied artifacts) on localhost; yields its URL."""
@@ -227,19 +242,31 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root,
                                    start_new_session=True)
     try:
-        wait_healthy(url, process, log)
+        wait_healthy(f"{url}/health", process, log, SERVER_START_TIMEOUT_S)
         yield url
     finally:
-        stop_server(process)
+        stop_process_group(process)
 
 
-def stop_server(process: subprocess.Popen) -> None:
-    """SIGTERM to the server's own process group (it and its workers), SIGKILL if it does not stop."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+ChampionFactory = Callable[[Path, str], str]
+
+
+@pytest.fixture(scope="session")
+def server_champion(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> ChampionFactory:
+    """``server_champion(model_dir, name)`` logs a model folder to the MLflow server, registers it as a new
+    version of ``name``, points ``@champion`` at it and returns ``models:/<name>@champion``."""
+    from lifecycle.registry import register_version, set_champion
+    from lifecycle.tracking import connect, training_run
+
+    def register(model_dir: Path, name: str) -> str:
+        settings = load_settings(env={}, home=tmp_path_factory.mktemp(name) / "var",
+                                 mlflow_tracking_uri=mlflow_server, mlflow_artifact_root="mlflow-artifacts:/",
+                                 model_name=name)
+        day = date(2026, 11, 21)
+        with training_run(settings, day, device="cpu", system_metrics=False) as run:
+            info = run.log_model(model_dir)
+        client = connect(settings)
+        set_champion(client, name, register_version(client, info, name, day).version)
+        return f"models:/{name}@champion"
+
+    return register

@@ -18,7 +18,7 @@ import torch
 
 from lifecycle.tracking import training_run
 from model.artifacts import CONFIG_FILE, load_model, model_family
-from model.data import load_split, read_vocabulary
+from model.data import load_split
 from model.families import FAMILIES, SessionModel
 from model.neighbours import RULES_FILE, SESSIONS_FILE
 from model.recommender import Recommender
@@ -28,22 +28,6 @@ from training.evaluate import evaluate
 from training.families import TRAINERS, evaluate_model
 
 TABLE_FAMILIES = ("sr", "vsknn")
-
-
-@pytest.fixture(scope="module")
-def fitted(training_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Each table family fitted on the chain training set with its defaults and saved: family -> folder."""
-    vocabulary = read_vocabulary(training_dir / "items.parquet")
-    train = load_split(training_dir, "train", vocabulary)
-    folders = {}
-    for name in TABLE_FAMILIES:
-        trainer = TRAINERS[name]
-        params = trainer.params()
-        result = trainer.fit(train, params, torch.device("cpu"))
-        folders[name] = tmp_path_factory.mktemp(name) / "model"
-        trainer.save(result, folders[name], vocabulary, params)
-    return folders
-
 
 def test_every_loadable_family_has_a_trainer_and_back() -> None:
     assert set(FAMILIES) == set(TRAINERS)

@@ -22,24 +22,11 @@ from model.families import FAMILIES
 from model.narm import NARM, NARMConfig
 from model.recommender import Recommender
 from sessionrec.config import Settings
+from tests.model.conftest import NARM_TINY as TINY
 from training.families import TRAINERS, evaluate_model
 from training.narm_trainer import EARLY_STOPPING_KEY, holdout_split
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = {"embedding": 16, "hidden": 32, "batch_size": 64, "learning_rate": 0.01, "dropout_embed": 0.0,
-        "dropout_context": 0.0, "epochs": 6, "patience": 0, "seed": 2}
-
-
-@pytest.fixture(scope="module")
-def narm_dir(training_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """NARM fitted through TRAINERS on the chain sessions and saved as a model folder."""
-    trainer = TRAINERS["narm"]
-    vocabulary = read_vocabulary(training_dir / "items.parquet")
-    params = trainer.params(TINY)
-    fitted = trainer.fit(load_split(training_dir, "train", vocabulary), params, torch.device("cpu"))
-    directory = tmp_path_factory.mktemp("narm") / "model"
-    trainer.save(fitted, directory, vocabulary, params)
-    return directory
 
 
 def test_registered_for_loading_and_fitting() -> None:
@@ -49,15 +36,15 @@ def test_registered_for_loading_and_fitting() -> None:
         TRAINERS["narm"].params({"layers": [100]})
 
 
-def test_fitted_model_learns_the_chains(narm_dir: Path, training_dir: Path) -> None:
-    model, vocabulary, params = load_model(narm_dir)
+def test_fitted_model_learns_the_chains(narm_model_dir: Path, training_dir: Path) -> None:
+    model, vocabulary, params = load_model(narm_model_dir)
     assert isinstance(model, NARM) and model.family == "narm" and params["hidden"] == 32
     metrics = evaluate_model(TRAINERS["narm"], model, load_split(training_dir, "test", vocabulary))
     assert metrics["recall@1"] > 0.9
 
 
-def test_folder_round_trip_keeps_the_scores(narm_dir: Path, tmp_path: Path) -> None:
-    model, vocabulary, params = load_model(narm_dir)
+def test_folder_round_trip_keeps_the_scores(narm_model_dir: Path, tmp_path: Path) -> None:
+    model, vocabulary, params = load_model(narm_model_dir)
     save_model(tmp_path, model, vocabulary, params)
     again, _, _ = load_model(tmp_path)
     config = json.loads((tmp_path / CONFIG_FILE).read_text())
@@ -71,11 +58,11 @@ class Payload:
     """An object a pickle would rebuild (and could run code through); a NARM folder must never load it."""
 
 
-def test_a_pickled_object_in_the_weights_is_refused(narm_dir: Path, tmp_path: Path) -> None:
+def test_a_pickled_object_in_the_weights_is_refused(narm_model_dir: Path, tmp_path: Path) -> None:
     folder = tmp_path / "model"
     folder.mkdir()
     for name in (WEIGHTS_FILE, "items.parquet", CONFIG_FILE):
-        (folder / name).write_bytes((narm_dir / name).read_bytes())
+        (folder / name).write_bytes((narm_model_dir / name).read_bytes())
     torch.save({"item_embedding": Payload()}, folder / WEIGHTS_FILE)
     with pytest.raises(ValueError, match="refusing to load objects"):
         load_model(folder)
@@ -87,32 +74,32 @@ def test_a_pickled_object_in_the_weights_is_refused(narm_dir: Path, tmp_path: Pa
     (lambda config: config.update(family="gru4rec"), "do not match the configuration|unknown key"),
     (lambda config: config["network"].update(dropout_context=2.0), "dropout_context"),
 ])
-def test_a_tampered_configuration_is_refused(narm_dir: Path, tmp_path: Path, change: Callable[[dict], None],
+def test_a_tampered_configuration_is_refused(narm_model_dir: Path, tmp_path: Path, change: Callable[[dict], None],
                                              message: str) -> None:
     folder = tmp_path / "model"
     folder.mkdir()
     for name in (WEIGHTS_FILE, "items.parquet"):
-        (folder / name).write_bytes((narm_dir / name).read_bytes())
-    config = json.loads((narm_dir / CONFIG_FILE).read_text())
+        (folder / name).write_bytes((narm_model_dir / name).read_bytes())
+    config = json.loads((narm_model_dir / CONFIG_FILE).read_text())
     change(config)
     (folder / CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(ValueError, match=message):
         load_model(folder)
 
 
-def test_recommender_serves_a_narm_folder(narm_dir: Path, chain_items: list[str]) -> None:
-    recommender = Recommender.from_directory(narm_dir, device="cpu")
+def test_recommender_serves_a_narm_folder(narm_model_dir: Path, chain_items: list[str]) -> None:
+    recommender = Recommender.from_directory(narm_model_dir, device="cpu")
     assert recommender.family == "narm"
     result = recommender.recommend([[chain_items[10], chain_items[11]], ["never-seen"]], k=3)
     assert result.item_id[0] == chain_items[12]
     assert result.fallback.tolist() == [False] * 3 + [True] * 3
 
 
-def test_narm_logs_and_predicts_through_the_pyfunc(narm_dir: Path, chain_items: list[str],
+def test_narm_logs_and_predicts_through_the_pyfunc(narm_model_dir: Path, chain_items: list[str],
                                                    mlflow_store: Callable[[Path], Settings], tmp_path: Path) -> None:
     settings = mlflow_store(tmp_path / "var")
     with training_run(settings, date(2026, 11, 21), device="cpu", system_metrics=False) as run:
-        info = run.log_model(narm_dir)
+        info = run.log_model(narm_model_dir)
     model = mlflow.pyfunc.load_model(info.model_uri, model_config={"device": "cpu"})
     frame = pd.DataFrame({"session_id": ["a", "b"], "item_ids": [[chain_items[20], chain_items[21]],
                                                                  [chain_items[33]]]})
