@@ -22,7 +22,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
@@ -37,6 +36,7 @@ from model.artifacts import save_model
 from model.data import SessionDataset, Vocabulary
 from model.device import resolve_device
 from model.narm import NARM, NARMConfig, NARMScorer
+from training.checkpoint import derived_seed, resume, save_checkpoint
 from training.evaluate import evaluate
 from training.losses import logq_tables
 from training.optim import Adam, ItemRows
@@ -45,9 +45,6 @@ from training.trainer import (
     CPU_THREADS,
     SAMPLE_BUFFER_IDS,
     EpochStats,
-    _derived_seed,
-    _rng_state,
-    _set_rng_state,
     data_fingerprint,
     torch_threads,
 )
@@ -58,7 +55,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "narm-checkpoint.pt"
-CHECKPOINT_VERSION = 1
 SOFTMAX_MODES = ("auto", "full", "sampled")
 # "auto" uses the full softmax up to this many items, the sampled one above.
 FULL_SOFTMAX_MAX_ITEMS = 10_000
@@ -229,7 +225,7 @@ class _Run:
             n_batches = math.ceil(self.batches.n_pairs / params.batch_size) + 1
             buffer_batches = max(1, min(SAMPLE_BUFFER_IDS // params.n_sample, n_batches * params.epochs))
             self.sampler = NegativeSampler(support, params.sample_alpha, params.n_sample, buffer_batches,
-                                           seed=_derived_seed(params.seed, "sampler"), device=device)
+                                           seed=derived_seed(params.seed, "sampler"), device=device)
             if params.logq > 0:
                 self.log_q = logq_tables(support, params.logq, params.sample_alpha, device)[1]
         self.best_epoch, self.best_metric, self.best_state = 0, -math.inf, None
@@ -296,33 +292,8 @@ class _Run:
         self.stopped, self.best_state = bool(early["stopped"]), early["best_model"] or None
 
 
-def _save_checkpoint(path: Path, run: _Run, params: NARMParams, fingerprint: dict,
-                     stats: list[EpochStats]) -> None:
-    checkpoint = {"format_version": CHECKPOINT_VERSION, "epoch": len(stats), "params": params.to_dict(),
-                  "data": fingerprint, "rng": _rng_state(run.device), "stats": [asdict(s) for s in stats],
-                  **run.state_dict()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save(checkpoint, partial)
-    os.replace(partial, path)
 
 
-def _resume(path: Path, run: _Run, params: NARMParams, fingerprint: dict) -> list[EpochStats]:
-    """Restore a run from ``path``; refuses a checkpoint of other parameters or other data."""
-    checkpoint = torch.load(path, weights_only=True, map_location=run.device)
-    if checkpoint.get("format_version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: checkpoint format {checkpoint.get('format_version')!r} is not "
-                         f"{CHECKPOINT_VERSION}; remove it or use another checkpoint directory")
-    if checkpoint["params"] != params.to_dict():
-        changed = sorted(k for k, v in params.to_dict().items() if checkpoint["params"].get(k) != v)
-        raise ValueError(f"{path}: checkpoint of a run with other parameters (differs in {changed}); "
-                         "use another checkpoint directory")
-    if checkpoint["data"] != fingerprint:
-        raise ValueError(f"{path}: checkpoint of a run on other data ({checkpoint['data']} vs {fingerprint}); "
-                         "use another checkpoint directory")
-    run.load_state_dict(checkpoint)
-    _set_rng_state(checkpoint["rng"], run.device)
-    return [EpochStats(**s) for s in checkpoint["stats"]]
 
 
 def train(data: SessionDataset, params: NARMParams, device: torch.device | str = "cpu",
@@ -350,7 +321,7 @@ def train(data: SessionDataset, params: NARMParams, device: torch.device | str =
         run = _Run(data, params, device)
         stats: list[EpochStats] = []
         if checkpoint is not None and checkpoint.exists():
-            stats = _resume(checkpoint, run, params, fingerprint)
+            stats = [EpochStats(**s) for s in resume(checkpoint, run, params, fingerprint)]
             logger.info("resuming from %s after epoch %d of %d", checkpoint, len(stats), params.epochs)
         logger.info("training NARM on %s: %d pairs, %d sessions, %d items, %s softmax", device,
                     run.batches.n_pairs, len(run.batches.sessions), data.n_items,
@@ -360,7 +331,7 @@ def train(data: SessionDataset, params: NARMParams, device: torch.device | str =
                 break
             stats.append(_train_epoch(run, epoch, evaluate_fn, validate_fn if stopping else None, on_progress))
             if checkpoint is not None:
-                _save_checkpoint(checkpoint, run, params, fingerprint, stats)
+                save_checkpoint(checkpoint, run, params, fingerprint, stats)
             if on_epoch_end is not None:
                 on_epoch_end(stats[-1])
         best_epoch = len(stats)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +35,7 @@ from model.data import SessionDataset
 from model.device import resolve_device
 from model.network import GRU4Rec, GRU4RecConfig
 from training.batcher import Batch, SessionParallelBatches, plan_epoch
+from training.checkpoint import derived_seed, resume, save_checkpoint
 from training.losses import LOSSES, column_scores, logq_tables, make_loss
 from training.optim import OPTIMIZERS, ItemRows, make_optimizer
 from training.sampler import NegativeSampler
@@ -45,7 +45,6 @@ from training.warm import WarmStart
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
-CHECKPOINT_VERSION = 1
 # Extra negatives are drawn this many ids at a time (one vectorised draw), refilled when used up.
 SAMPLE_BUFFER_IDS = 4_000_000
 PROGRESS_UPDATES_PER_EPOCH = 100
@@ -184,7 +183,7 @@ class _Run:
         if params.n_sample:
             buffer_batches = max(1, min(SAMPLE_BUFFER_IDS // params.n_sample, len(self.batches) * params.epochs))
             self.sampler = NegativeSampler(support, params.sample_alpha, params.n_sample, buffer_batches,
-                                           seed=_derived_seed(params.seed, "sampler"), device=device)
+                                           seed=derived_seed(params.seed, "sampler"), device=device)
         self.no_negatives = torch.empty(0, dtype=torch.long, device=device)
         self.logq_targets = self.logq_negatives = None
         if params.loss == "cross-entropy" and params.logq > 0:
@@ -257,52 +256,14 @@ class _Run:
             self.sampler.load_state_dict(state["sampler"])
 
 
-def _derived_seed(seed: int, stream: str) -> int:
-    """An independent seed per random stream, so the streams are not the same numbers."""
-    entropy = int.from_bytes(hashlib.blake2b(stream.encode(), digest_size=8).digest(), "little")
-    return int(np.random.SeedSequence([seed, entropy]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def _rng_state(device: torch.device) -> dict:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
 
 
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _save_checkpoint(path: Path, run: _Run, params: TrainParams, fingerprint: dict,
-                     stats: list[EpochStats]) -> None:
-    checkpoint = {"format_version": CHECKPOINT_VERSION, "epoch": len(stats), "params": params.to_dict(),
-                  "data": fingerprint, "rng": _rng_state(run.device), "stats": [asdict(s) for s in stats],
-                  **run.state_dict()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save(checkpoint, partial)
-    os.replace(partial, path)
 
 
-def _resume(path: Path, run: _Run, params: TrainParams, fingerprint: dict) -> list[EpochStats]:
-    """Restore a run from ``path``; refuses a checkpoint of other parameters or other data."""
-    checkpoint = torch.load(path, weights_only=True, map_location=run.device)
-    if checkpoint.get("format_version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: checkpoint format {checkpoint.get('format_version')!r} is not "
-                         f"{CHECKPOINT_VERSION}; remove it or use another checkpoint directory")
-    if checkpoint["params"] != params.to_dict():
-        changed = sorted(k for k, v in params.to_dict().items() if checkpoint["params"].get(k) != v)
-        raise ValueError(f"{path}: checkpoint of a run with other parameters (differs in {changed}); "
-                         "use another checkpoint directory")
-    if checkpoint["data"] != fingerprint:
-        raise ValueError(f"{path}: checkpoint of a run on other data ({checkpoint['data']} vs {fingerprint}); "
-                         "use another checkpoint directory")
-    run.load_state_dict(checkpoint)
-    _set_rng_state(checkpoint["rng"], run.device)
-    return [EpochStats(**s) for s in checkpoint["stats"]]
 
 
 @contextmanager
@@ -340,14 +301,14 @@ def train(data: SessionDataset, params: TrainParams, device: torch.device | str 
         run = _Run(data, params, device, step, warm=warm_start)
         stats: list[EpochStats] = []
         if checkpoint is not None and checkpoint.exists():
-            stats = _resume(checkpoint, run, params, fingerprint)
+            stats = [EpochStats(**s) for s in resume(checkpoint, run, params, fingerprint)]
             logger.info("resuming from %s after epoch %d of %d", checkpoint, len(stats), params.epochs)
         logger.info("training on %s: %d pairs, %d sessions, %d items, %d steps per epoch", device,
                     run.batches.plan.n_pairs, data.n_sessions, data.n_items, len(run.batches))
         for epoch in range(len(stats) + 1, params.epochs + 1):
             stats.append(_train_epoch(run, epoch, evaluate_fn, on_progress))
             if checkpoint is not None:
-                _save_checkpoint(checkpoint, run, params, fingerprint, stats)
+                save_checkpoint(checkpoint, run, params, fingerprint, stats)
             if on_epoch_end is not None:
                 on_epoch_end(stats[-1])
     return run.model.eval(), stats
