@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow.models
+import torch
 
 from lifecycle.leaderboard import log_leaderboard
 from lifecycle.registry import (
@@ -110,6 +111,19 @@ def _log_result(tracked: TrainingRun, result: TrainingResult, output_dir: Path) 
     return info.model_uri
 
 
+def _run_places(settings: Settings, ds: date, training_dir: Path, device: str | None, output_dir: Path | None,
+                checkpoint_dir: Path | None) -> tuple[Path, torch.device, Path, Path]:
+    """The checked training folder, the device, and the model and checkpoint folders (the work area's by
+    default) of a tracked training run."""
+    training_dir = Path(training_dir)
+    if not Path(training_items(training_dir)).is_file():
+        raise FileNotFoundError(f"{training_dir}: no training set (run jobs.training_set first)")
+    work = settings.work_area
+    return (training_dir, resolve_device(device or settings.device),
+            Path(output_dir) if output_dir is not None else work.saved_model(ds),
+            Path(checkpoint_dir) if checkpoint_dir is not None else work.checkpoints(ds))
+
+
 def track_experiment(settings: Settings, ds: date, training_dir: Path, params: Mapping[str, Any] | None,
                      device: str | None = None, output_dir: Path | None = None, checkpoint_dir: Path | None = None,
                      on_epoch: OnEpoch | None = None, family: str = DEFAULT_FAMILY,
@@ -118,13 +132,8 @@ def track_experiment(settings: Settings, ds: date, training_dir: Path, params: M
     """``experiment.run`` inside one MLflow run: params (and the preset they started from, when given),
     lineage, epochs, test and baseline metrics, plots and the model. Returns (result, run id, model URI).
     ``run_options`` go to ``experiment.run``."""
-    training_dir = Path(training_dir)
-    if not Path(training_items(training_dir)).is_file():
-        raise FileNotFoundError(f"{training_dir}: no training set (run jobs.training_set first)")
-    target = resolve_device(device or settings.device)
-    work = settings.work_area
-    output_dir = Path(output_dir) if output_dir is not None else work.saved_model(ds)
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else work.checkpoints(ds)
+    training_dir, target, output_dir, checkpoint_dir = _run_places(settings, ds, training_dir, device, output_dir,
+                                                                   checkpoint_dir)
 
     settings_of_family = trainer_for(family).params(params)
     with training_run(settings, ds, target) as tracked:
@@ -152,13 +161,8 @@ def track_selection(settings: Settings, ds: date, training_dir: Path, families: 
     preset choice and the tuned presets the families started from), its epochs, test and baseline metrics,
     plots and model, and the leaderboard of all families. Returns (selection, run id, model URI).
     ``select_options`` go to ``experiment.select``."""
-    training_dir = Path(training_dir)
-    if not Path(training_items(training_dir)).is_file():
-        raise FileNotFoundError(f"{training_dir}: no training set (run jobs.training_set first)")
-    target = resolve_device(device or settings.device)
-    work = settings.work_area
-    output_dir = Path(output_dir) if output_dir is not None else work.saved_model(ds)
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else work.checkpoints(ds)
+    training_dir, target, output_dir, checkpoint_dir = _run_places(settings, ds, training_dir, device, output_dir,
+                                                                   checkpoint_dir)
     params = {family: trainer_for(family).params((params or {}).get(family)) for family in families}
     with training_run(settings, ds, target) as tracked:
         tracked.log_training_data(training_dir)
