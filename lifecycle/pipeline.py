@@ -29,6 +29,7 @@ import torch
 from lifecycle.leaderboard import log_leaderboard
 from lifecycle.registry import (
     CHAMPION,
+    FAMILY_TAG,
     aliased_version,
     force_promote,
     gate_and_promote,
@@ -47,7 +48,6 @@ from training.tuned import TUNED, TunedPreset, load_tuned
 logger = logging.getLogger(__name__)
 
 MODEL_URI_TAG = "model_uri"
-FAMILY_TAG = "family"
 # Family choice meaning "fit every family of Settings.families and select on the validation split".
 AUTO = "auto"
 # The family whose named presets training/presets.py holds.

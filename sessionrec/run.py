@@ -135,7 +135,7 @@ def summary(settings: Settings, day: date) -> str:
     """Sessions, model metrics against baselines, the gate, warehouse rows, how to open the UIs."""
     from jobs.warehouse import connect
     from lifecycle.connection import connect as connect_mlflow
-    from lifecycle.registry import CHAMPION, resolve_version
+    from lifecycle.registry import CHAMPION, FAMILY_TAG, resolve_version
 
     stats = json.loads(local_path(settings.layout.sessionize_stats(day)).read_text())
     lines = [f"Day {day.isoformat()}: {stats['sessions']} sessions, {stats['events']} events "
@@ -146,13 +146,14 @@ def summary(settings: Settings, day: date) -> str:
                               filter_string=f"tags.logical_date = '{day.isoformat()}'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     if runs:
-        metrics = runs[0].data.metrics
-        lines.append(f"GRU4Rec, MLflow run {runs[0].info.run_id}: Recall@20 {metrics['test_recall_20']:.4f}, "
-                     f"MRR@20 {metrics['test_mrr_20']:.4f}")
-        for key in sorted(k for k in metrics if k.startswith("baseline_") and k.endswith("_recall_20")):
-            name = key.removeprefix("baseline_").removesuffix("_recall_20")
-            lines.append(f"  baseline {name:<10} Recall@20 {metrics[key]:.4f}, "
-                         f"MRR@20 {metrics.get(f'baseline_{name}_mrr_20', float('nan')):.4f}")
+        metrics, family = runs[0].data.metrics, runs[0].data.tags.get(FAMILY_TAG, "gru4rec")
+        lines.append(f"Candidate {family} (best on validation), MLflow run {runs[0].info.run_id}: "
+                     f"Recall@20 {metrics['test_recall_20']:.4f}, MRR@20 {metrics['test_mrr_20']:.4f} on the test day")
+        for kind, prefix, suffix in (("family", "family_", "_test_recall_20"), ("baseline", "baseline_", "_recall_20")):
+            for key in sorted(k for k in metrics if k.startswith(prefix) and k.endswith(suffix)):
+                name = key.removeprefix(prefix).removesuffix(suffix)
+                mrr = metrics.get(key.removesuffix("recall_20") + "mrr_20", float("nan"))
+                lines.append(f"  {kind:<8} {name:<10} Recall@20 {metrics[key]:.4f}, MRR@20 {mrr:.4f}")
     versions = client.search_model_versions(f"name = '{settings.model_name}'", order_by=["version_number DESC"],
                                             max_results=1)
     if versions:
