@@ -28,7 +28,9 @@ from sessionrec.run import run_dag
 
 NEXT = DAY + timedelta(days=1)
 # Four DAG runs after the shared pipeline's three (which the first test may have to wait for).
-pytestmark = pytest.mark.timeout(1800)
+# Slow, and they promote new champions in the shared pipeline run's registry: after the tests that check
+# that run's state (tests/dags/conftest.py orders slow tests last).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 def champion_version(settings: Settings) -> str | None:
