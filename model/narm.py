@@ -25,12 +25,14 @@ so one very long session has a bounded cost.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from model.storage import network_fields
 
 
 @dataclass(frozen=True)
@@ -59,15 +61,7 @@ class NARMConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> NARMConfig:
-        if not isinstance(d, dict):
-            raise ValueError(f"network configuration must be a mapping, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"network configuration has unknown key(s) {sorted(unknown)}; expected {sorted(known)}")
-        if "n_items" not in d:
-            raise ValueError("network configuration lacks n_items")
-        return cls(**d)
+        return cls(**network_fields(cls, d))
 
 
 def _he_normal_(tensor: torch.Tensor, fan_in: int) -> None:

@@ -16,11 +16,13 @@ indexed by row, so training can gather only the rows a mini-batch touches (see `
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from model.storage import network_fields
 
 
 @dataclass(frozen=True)
@@ -66,15 +68,7 @@ class GRU4RecConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> GRU4RecConfig:
-        if not isinstance(d, dict):
-            raise ValueError(f"network configuration must be a mapping, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"network configuration has unknown key(s) {sorted(unknown)}; expected {sorted(known)}")
-        if "n_items" not in d:
-            raise ValueError("network configuration lacks n_items")
-        values = dict(d)
+        values = network_fields(cls, d)
         if "layers" in values:
             if not isinstance(values["layers"], list | tuple):
                 raise ValueError(f"layers must be a list of positive integers, got {values['layers']!r}")

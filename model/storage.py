@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 
 import pyarrow as pa
@@ -82,3 +83,17 @@ def check_indexes(path: Path, name: str, values: torch.Tensor, bound: int) -> No
     if len(values) and (int(values.min()) < 0 or int(values.max()) >= bound):
         raise ValueError(f"{path}: column {name} must hold indexes in [0, {bound}), found "
                          f"{int(values.min())}..{int(values.max())}")
+
+
+def network_fields(config_class: type, values: object) -> dict:
+    """``values`` as keyword arguments of the network configuration dataclass ``config_class``, or a
+    ValueError naming what is wrong (not a mapping, unknown keys, no ``n_items``)."""
+    if not isinstance(values, dict):
+        raise ValueError(f"network configuration must be a mapping, got {type(values).__name__}")
+    known = {f.name for f in fields(config_class)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"network configuration has unknown key(s) {sorted(unknown)}; expected {sorted(known)}")
+    if "n_items" not in values:
+        raise ValueError("network configuration lacks n_items")
+    return dict(values)
