@@ -49,7 +49,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import torch
 from mlflow.entities import Run
-from mlflow.entities.model_registry import ModelVersion
+from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 from mlflow.models.model import ModelInfo
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
@@ -217,6 +217,16 @@ def evaluate_baselines_on(training_dir: Path | str, events: pa.Table,
     return {name: evaluate_events(scorer, vocabulary, events) for name, scorer in fitted.items()}
 
 
+def _registered_model(client: MlflowClient, model_name: str) -> RegisteredModel | None:
+    """The registered model, or None when the registry does not hold it (other errors are raised)."""
+    try:
+        return client.get_registered_model(model_name)
+    except MlflowException as exc:
+        if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return None
+        raise
+
+
 def aliased_version(client: MlflowClient, model_name: str, alias: str) -> str | None:
     """The version number an alias points to, or None when the alias (or the model) does not exist.
 
@@ -224,12 +234,8 @@ def aliased_version(client: MlflowClient, model_name: str, alias: str) -> str | 
     INVALID_PARAMETER_VALUE, which would also hide real errors. Versions are returned as strings (the SQL
     store gives integers, the REST API strings).
     """
-    try:
-        version = client.get_registered_model(model_name).aliases.get(alias)
-    except MlflowException as exc:
-        if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
-            return None
-        raise
+    registered = _registered_model(client, model_name)
+    version = None if registered is None else registered.aliases.get(alias)
     return None if version is None else str(version)
 
 
@@ -293,12 +299,9 @@ def resolve_version(client: MlflowClient, reference: str | int | ModelReference,
 
 def _registry_contents(client: MlflowClient, model_name: str) -> str:
     """What the registry holds under ``model_name``, for an error message."""
-    try:
-        registered = client.get_registered_model(model_name)
-    except MlflowException as exc:
-        if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
-            return f"registered model {model_name!r}: it does not exist in the registry"
-        raise
+    registered = _registered_model(client, model_name)
+    if registered is None:
+        return f"registered model {model_name!r}: it does not exist in the registry"
     versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{model_name}'"))
     aliases = ", ".join(f"@{alias} -> {version}" for alias, version in sorted(registered.aliases.items()))
     held = f"versions {', '.join(map(str, versions))}" if versions else "no versions"
@@ -306,11 +309,7 @@ def _registry_contents(client: MlflowClient, model_name: str) -> str:
 
 
 def ensure_registered_model(client: MlflowClient, model_name: str) -> None:
-    try:
-        client.get_registered_model(model_name)
-    except MlflowException as exc:
-        if exc.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
-            raise
+    if _registered_model(client, model_name) is None:
         client.create_registered_model(model_name, description=MODEL_DESCRIPTION)
         logger.info("created registered model %s", model_name)
 
@@ -438,12 +437,9 @@ def force_promote(client: MlflowClient, model_name: str, version: str | int, rea
 
 def describe_model(client: MlflowClient, model_name: str) -> str:
     """A readable table of the model's versions: aliases, logical date, test metrics, gate decision."""
-    try:
-        registered = client.get_registered_model(model_name)
-    except MlflowException as exc:
-        if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
-            return f"registered model {model_name!r} not found"
-        raise
+    registered = _registered_model(client, model_name)
+    if registered is None:
+        return f"registered model {model_name!r} not found"
     versions = sorted(client.search_model_versions(f"name = '{model_name}'"), key=lambda v: int(v.version),
                       reverse=True)
     # Version search results carry no aliases on every store: take them from the registered model.
