@@ -17,7 +17,7 @@ from typing import Any
 
 from py4j.protocol import Py4JJavaError
 from pyspark.errors import PySparkException
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -86,6 +86,10 @@ class InputCounts:
 
     day_dir: str
     files: list[FileCount]
+
+    def with_files(self, files: list[FileCount]) -> InputCounts:
+        """These counts and those of more files."""
+        return InputCounts(self.day_dir, sorted([*self.files, *files], key=lambda f: (not f.lookback, f.path)))
 
     def day_files(self) -> list[FileCount]:
         return [f for f in self.files if not f.lookback]
@@ -258,8 +262,68 @@ def is_used(ds: dt.date) -> Column:
     return F.col(REJECTED).isNull() & (~F.col(LOOKBACK) | (F.col(TS) < F.lit(midnight(ds))))
 
 
-def read_landing_days(spark: SparkSession, raw: str, ds: dt.date) -> DataFrame:
-    """Rows of every file of day D and of the look-back day D-1, with the rejection reason of each.
+@dataclass(frozen=True)
+class CountedRows:
+    """Rows with one Spark observation per counted file: the counts are known once a query over ``frame``
+    has run, at no extra pass over the input."""
+
+    frame: DataFrame
+    observed: list[tuple[str, bool, Observation]]  # (path, from the look-back day, observation)
+
+    def counts(self) -> list[FileCount]:
+        """Each counted file's rows, used rows and rejected rows per reason (after the query has run)."""
+        return [_file_count(path, lookback, observation.get) for path, lookback, observation in self.observed]
+
+
+@dataclass(frozen=True)
+class LandingDay:
+    """The files of day D and of the look-back day D-1, each read with its rows' rejection reasons."""
+
+    ds: dt.date
+    directory: str
+    files: list[tuple[str, bool, DataFrame]]  # (path, from the look-back day, rows)
+
+    def rows(self, count_lookback: bool) -> CountedRows:
+        """Every file's rows in one frame, the files of D-1 (``count_lookback``) or those of D counted. A frame
+        holds each file's count once, so each query gets its own frame."""
+        observed, frames = [], []
+        for n, (path, lookback, frame) in enumerate(self.files):
+            if lookback == count_lookback:
+                observation = Observation(f"file-{n}")
+                observed.append((path, lookback, observation))
+                frame = frame.observe(observation, *_count_columns(self.ds))
+            frames.append(frame)
+        return CountedRows(_union(frames), observed)
+
+    def write_quarantine(self, path: str) -> InputCounts:
+        """Day D's rejected rows (:func:`quarantine_rows`) written to ``path`` as Parquet; returns the counts
+        of D's files, taken in the same pass (the look-back files are not read here)."""
+        rows = self.rows(count_lookback=False)
+        try:
+            quarantine_rows(rows.frame).write.parquet(path)
+        except (PySparkException, Py4JJavaError) as exc:
+            raise RawInputError(f"reading the landing zone for {self.ds} ({self.directory} and the day before) "
+                                f"failed: {_first_line(exc)}") from exc
+        return InputCounts(self.directory, rows.counts())
+
+
+def _union(frames: list[DataFrame]) -> DataFrame:
+    return functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
+
+
+def _count_columns(ds: dt.date) -> list[Column]:
+    """A file's rows, the rows this run uses, and its rejected rows per reason."""
+    return [F.count(F.lit(1)).alias("rows"), F.sum(is_used(ds).cast("long")).alias("used"),
+            *(F.sum((F.col(REJECTED) == reason).cast("long")).alias(reason) for reason in REASONS)]
+
+
+def _file_count(path: str, lookback: bool, observed: dict[str, Any]) -> FileCount:
+    rejected = {reason: observed[reason] for reason in REASONS if observed[reason]}
+    return FileCount(path, lookback, observed["rows"], observed["used"] or 0, rejected)
+
+
+def read_landing_days(spark: SparkSession, raw: str, ds: dt.date) -> LandingDay:
+    """Every file of day D and of the look-back day D-1, with the rejection reason of each row.
 
     A missing or empty folder for D is an error; a missing D-1 is normal (the first day of a lake).
     """
@@ -277,31 +341,10 @@ def read_landing_days(spark: SparkSession, raw: str, ds: dt.date) -> DataFrame:
         logger.info("%s: no look-back files (normal on the first day); sessions start on %s", previous, ds)
     logger.info("reading %d file(s) of %s and %d look-back file(s) of %s",
                 len(day_files), directory, len(lookback_files), previous)
-    frames = ([read_file(spark, path, lookback=False) for path in day_files]
-              + [read_file(spark, path, lookback=True) for path in lookback_files])
-    rows = functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), frames)
-    return rows.withColumn(REJECTED, rejection_reason(ds))
-
-
-def count_rows(rows: DataFrame, ds: dt.date, directory: str) -> InputCounts:
-    """Rows per file, used and rejected per reason (one small aggregation collected to the driver)."""
-    try:
-        groups = (rows.groupBy(FILE, LOOKBACK, REJECTED)
-                  .agg(F.count(F.lit(1)).alias("rows"), F.sum(is_used(ds).cast("long")).alias("used"))
-                  .collect())
-    except (PySparkException, Py4JJavaError) as exc:
-        raise RawInputError(f"reading the landing zone for {ds} ({directory} and the day before) failed: "
-                            f"{_first_line(exc)}") from exc
-    per_file: dict[str, dict[str, Any]] = {}
-    for group in groups:
-        entry = per_file.setdefault(group[FILE], {"lookback": group[LOOKBACK], "rows": 0, "used": 0,
-                                                  "rejected": {}})
-        entry["rows"] += group["rows"]
-        entry["used"] += group["used"]
-        if group[REJECTED] is not None:
-            entry["rejected"][group[REJECTED]] = group["rows"]
-    files = [FileCount(path, e["lookback"], e["rows"], e["used"], e["rejected"]) for path, e in per_file.items()]
-    return InputCounts(directory, sorted(files, key=lambda f: (not f.lookback, f.path)))
+    listed = [(path, False) for path in day_files] + [(path, True) for path in lookback_files]
+    return LandingDay(ds, directory, [(path, lookback, read_file(spark, path, lookback)
+                                       .withColumn(REJECTED, rejection_reason(ds)))
+                                      for path, lookback in listed])
 
 
 def check_quarantine_share(counts: InputCounts, max_share: float) -> None:

@@ -12,7 +12,7 @@ section 1), and replaces day D's outputs (written under ``LAKE/_staging/`` first
 - ``LAKE/stats/ds=D.json``: counts of every step (written last: its presence means the day is complete).
 
 Rules, in order: rows failing validation are quarantined (:mod:`jobs.raw_input`); exact duplicate events
-are dropped; sessions are cut (:func:`assign_sessions`); then consecutive repeats of an item within a
+are dropped; sessions are cut (:func:`mark_events`); then consecutive repeats of an item within a
 session are collapsed unless ``keep_repeats``; finally sessions too long or too fast for a person are
 flagged ``crawler`` (:class:`CrawlerRules`, on the events written) and counted, not dropped: training
 sets leave them out and scoring reads only their most recent events. The look-back is one day: a visitor
@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import importlib.util
 import json
 import logging
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -37,8 +37,9 @@ from typing import Any
 if __name__ == "__main__" and importlib.util.find_spec("sessionrec") is None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # spark-submit jobs/sessionize.py
 
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.window import WindowSpec
 
 from jobs.cli import add_master_argument, parse_day
 from jobs.day_sessions import CRAWLER
@@ -50,10 +51,10 @@ from jobs.raw_input import (
     ITEM_ID,
     SESSION_ID,
     VISITOR_ID,
+    FileCount,
     InputCounts,
+    LandingDay,
     check_quarantine_share,
-    count_rows,
-    quarantine_rows,
     read_landing_days,
     used_events,
 )
@@ -67,11 +68,15 @@ POSITION = "position"
 OUTPUT_COLUMNS = (SESSION_ID, VISITOR_ID, POSITION, ITEM_ID, EVENT_TIME, EVENT_TYPE, CRAWLER)
 # Events of a session in this order; the trailing keys only make ties at the same instant deterministic.
 EVENT_ORDER = (EVENT_TIME, ITEM_ID, EVENT_TYPE, VISITOR_ID)
-DUPLICATES, REPEAT, ON_DAY = "_duplicates", "_repeat", "_on_day"
-# Whose events a row is: (has a source session id, that id or else the visitor id).
-SOURCE, OWNER = "_source", "_owner"
-OWNER_KEY = (SOURCE, OWNER)
-CACHED_PLAN_PARTITIONING = "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning"
+# Whose events a row is: a hash (a cheap sort prefix), then (has a source session id, that id or else the
+# visitor id).
+OWNER_HASH, SOURCE, OWNER = "_owner_hash", "_source", "_owner"
+OWNER_KEY = (OWNER_HASH, SOURCE, OWNER)
+# Per event: a copy of the previous event, the first event of a session, a repeat of the previous item.
+DUPLICATE, STARTS, REPEAT = "_duplicate", "_starts", "_repeat"
+# Per event: its session's first event time (names the session), the session's number among its owner's,
+# whether the session reaches day D, and the session's written-event count.
+SESSION_START, SESSION_NUMBER, ON_DAY, LENGTH = "_session_start", "_session_number", "_on_day", "_length"
 LENGTH_BUCKETS = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 10), (11, 20), (21, 50), (51, 100), (101, None))
 
 
@@ -110,140 +115,148 @@ DEFAULT_CRAWLER_RULES = CrawlerRules.from_settings(Settings())
 def cluster_by_owner(events: DataFrame) -> DataFrame:
     """Events with their owner (the source's session id when given, else the visitor), partitioned by it.
 
-    Every later step works within one owner (duplicates, a visitor's gaps, a session's events), so this is
-    the job's only shuffle.
+    Every later step works within one owner (copies, a visitor's gaps, a session's events), so this is the
+    job's only shuffle.
     """
-    return (events.withColumn(SOURCE, F.col(SESSION_ID).isNotNull())
-            .withColumn(OWNER, F.coalesce(SESSION_ID, VISITOR_ID))
-            .repartition(*OWNER_KEY))
+    owned = (events.withColumn(SOURCE, F.col(SESSION_ID).isNotNull())
+             .withColumn(OWNER, F.coalesce(SESSION_ID, VISITOR_ID)))
+    return owned.withColumn(OWNER_HASH, F.xxhash64(SOURCE, OWNER)).repartition(OWNER_HASH)
 
 
-def deduplicate(events: DataFrame) -> DataFrame:
-    """One row per distinct (visitor, source session, time, item, type), with the copies dropped from D's files.
+def _by_owner() -> WindowSpec:
+    """An owner's events in order; copies of one event are adjacent, the look-back day's copy first."""
+    return Window.partitionBy(*OWNER_KEY).orderBy(*EVENT_ORDER, FROM_DAY)
 
-    When D-1's files hold the event too, every copy from D's files is a duplicate (D-1's run counted its
-    own); otherwise all but one are.
+
+def mark_events(events: DataFrame, gap_minutes: int) -> DataFrame:
+    """Flag each event of :func:`cluster_by_owner`'s output in one ordered pass over its owner's events.
+
+    - ``DUPLICATE``: it copies the previous event (same owner, time, item, type and visitor);
+    - ``STARTS``: it starts a session: an owner's first event, or, for a visitor, the first after a gap
+      strictly greater than ``gap_minutes`` (exactly the gap continues the session);
+    - ``REPEAT``: it repeats the previous event's item within the session (never true of a copy).
+
+    A copy has the time and item of the event it copies, so comparing with the previous row, copies
+    included, gives the same gaps and repeats as after dropping them.
     """
-    key = (*OWNER_KEY, VISITOR_ID, SESSION_ID, EVENT_TIME, ITEM_ID, EVENT_TYPE)
-    day_copies = F.sum(F.col(FROM_DAY).cast("long"))
-    return events.groupBy(*key).agg(
-        (day_copies - F.when(F.min(FROM_DAY), 1).otherwise(0)).alias(DUPLICATES))
+    by_owner = _by_owner()
+    previous = {name: F.lag(name).over(by_owner).alias(f"_previous_{name}") for name in EVENT_ORDER}
+    lagged = events.select("*", *previous.values())
+    before = {name: F.col(f"_previous_{name}") for name in EVENT_ORDER}
+    copy = functools.reduce(lambda a, b: a & b, (before[name].eqNullSafe(F.col(name)) for name in EVENT_ORDER))
+    gap = F.unix_micros(EVENT_TIME) - F.unix_micros(before[EVENT_TIME])
+    first = before[EVENT_TIME].isNull()
+    starts = F.when(F.col(SOURCE), first).otherwise(first | (gap > gap_minutes * 60_000_000))
+    repeat = ~starts & ~copy & F.coalesce(before[ITEM_ID] == F.col(ITEM_ID), F.lit(False))
+    return lagged.select(*events.columns, copy.alias(DUPLICATE), starts.alias(STARTS), repeat.alias(REPEAT))
 
 
-def assign_sessions(events: DataFrame, gap_minutes: int) -> DataFrame:
-    """Fill ``session_id``: the source's when given; otherwise cut each visitor's events by inactivity.
+def start_sessions(events: DataFrame, ds: dt.date) -> DataFrame:
+    """Per event of :func:`mark_events`: ``SESSION_START``, the time of its session's first event, and
+    ``ON_DAY``, whether its session has an event on day D; both in :func:`_by_owner` order (no new sort).
 
-    In time order, a new session starts when the gap to the visitor's previous event is strictly greater
-    than ``gap_minutes`` (exactly the gap continues the session). It is named
-    ``<visitor_id>:<epoch milliseconds of its first event>``, so reruns and the next day agree on it.
-    ``events`` come from :func:`cluster_by_owner`.
+    An owner's sessions follow one another in time, so once one of them reaches D every later one does:
+    a session is on D when its number among its owner's sessions is at least that of the owner's first
+    event on D.
     """
-    by_owner = Window.partitionBy(*OWNER_KEY).orderBy(*EVENT_ORDER)
-    micros = F.unix_micros(EVENT_TIME)
-    starts = F.coalesce(micros - F.lag(micros).over(by_owner) > gap_minutes * 60_000_000, F.lit(True))
-    first_time = F.last(F.when(F.col("_starts"), F.col(EVENT_TIME)), ignorenulls=True).over(
-        by_owner.rowsBetween(Window.unboundedPreceding, Window.currentRow))
-    derived = F.concat_ws(":", VISITOR_ID, F.unix_millis(first_time).cast("string"))
-    return (events.withColumn("_starts", starts)
-            .withColumn(SESSION_ID, F.when(F.col(SOURCE), F.col(SESSION_ID)).otherwise(derived))
-            .drop("_starts"))
+    running = _by_owner().rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    whole = _by_owner().rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    numbered = events.select("*", F.last(F.when(F.col(STARTS), F.col(EVENT_TIME)), ignorenulls=True)
+                             .over(running).alias(SESSION_START),
+                             F.sum(F.col(STARTS).cast("int")).over(running).alias(SESSION_NUMBER))
+    first_on_day = F.min(F.when(F.col(EVENT_TIME) >= F.lit(midnight(ds)), F.col(SESSION_NUMBER))).over(whole)
+    return numbered.withColumn(ON_DAY, F.coalesce(F.col(SESSION_NUMBER) >= first_on_day, F.lit(False)))
 
 
-def flag_sessions(sessions: DataFrame, ds: dt.date) -> DataFrame:
-    """Mark consecutive repeats of an item within a session, and sessions with an event on day D."""
-    by_session = Window.partitionBy(*OWNER_KEY, SESSION_ID)
-    in_order = by_session.orderBy(*EVENT_ORDER)
-    return sessions.select(
-        "*",
-        F.coalesce(F.lag(ITEM_ID).over(in_order) == F.col(ITEM_ID), F.lit(False)).alias(REPEAT),
-        (F.max(EVENT_TIME).over(by_session) >= F.lit(midnight(ds))).alias(ON_DAY),
-    )
-
-
-def _kept(keep_repeats: bool) -> Column:
-    """Events written for day D: those of sessions on D, without repeats unless they are kept."""
-    return F.col(ON_DAY) if keep_repeats else F.col(ON_DAY) & ~F.col(REPEAT)
+def session_id() -> Column:
+    """The source's session id when given; otherwise ``<visitor_id>:<epoch milliseconds of its first
+    event>``, so reruns and the next day agree on it."""
+    derived = F.concat_ws(":", VISITOR_ID, F.unix_millis(SESSION_START).cast("string"))
+    return F.when(F.col(SOURCE), F.col(SESSION_ID)).otherwise(derived)
 
 
 def _span_seconds(first: Column, last: Column) -> Column:
     return (F.unix_micros(last) - F.unix_micros(first)) / 1e6
 
 
-def session_rows(flagged: DataFrame, keep_repeats: bool, crawlers: CrawlerRules) -> DataFrame:
-    """Day D's output: events of the sessions on D, repeats collapsed unless kept, 0-based positions,
-    crawler sessions flagged."""
-    kept = flagged.filter(_kept(keep_repeats))
-    by_session = Window.partitionBy(*OWNER_KEY, SESSION_ID)
-    in_order = by_session.orderBy(*EVENT_ORDER)
-    span = _span_seconds(F.min(EVENT_TIME).over(by_session), F.max(EVENT_TIME).over(by_session))
-    return (kept.withColumn(POSITION, (F.row_number().over(in_order) - 1).cast("int"))
-            .withColumn(CRAWLER, crawlers.is_crawler(F.count(F.lit(1)).over(by_session), span))
-            .select(*OUTPUT_COLUMNS))
+def describe_sessions(written: DataFrame, crawlers: CrawlerRules) -> DataFrame:
+    """The written events of each session (:func:`start_sessions`' output, filtered) with their 0-based
+    position, the session's ``LENGTH`` and its ``CRAWLER`` flag."""
+    in_order = Window.partitionBy(*OWNER_KEY, SESSION_START).orderBy(*EVENT_ORDER)
+    whole = in_order.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+    length = F.count(F.lit(1)).over(whole)
+    span = _span_seconds(F.min(EVENT_TIME).over(whole), F.max(EVENT_TIME).over(whole))
+    return written.select("*", (F.row_number().over(in_order) - 1).cast("int").alias(POSITION),
+                          length.alias(LENGTH), crawlers.is_crawler(length, span).alias(CRAWLER))
 
 
-def sessions_of_events(events: DataFrame, ds: dt.date, gap_minutes: int) -> DataFrame:
-    """Used events -> deduplicated, with session ids and the repeat and on-day flags."""
-    return flag_sessions(assign_sessions(deduplicate(cluster_by_owner(events)), gap_minutes), ds)
+def session_rows(events: DataFrame, ds: dt.date, gap_minutes: int, keep_repeats: bool,
+                 crawlers: CrawlerRules) -> tuple[DataFrame, list[Observation]]:
+    """Used events -> day D's output (the events of sessions on D, copies dropped, repeats collapsed unless
+    kept, 0-based positions, crawler sessions flagged) and the observations that count them as they are
+    written (:func:`session_stats` reads them).
+
+    Two sorts: an owner's events in order (copies, gaps, sessions, day D), then each written session's
+    (position, length, crawler); only events written go through the second, and only they get a session id.
+    """
+    started = start_sessions(mark_events(cluster_by_owner(events), gap_minutes), ds)
+    dropped = Observation("sessionize-dropped")
+    written = (~F.col(DUPLICATE) & F.col(ON_DAY)) & (F.lit(True) if keep_repeats else ~F.col(REPEAT))
+    kept = started.observe(dropped, _count(F.col(DUPLICATE) & F.col(FROM_DAY)).alias("duplicates_dropped"),
+                           _count(F.col(ON_DAY) & F.col(REPEAT)).alias("repeats")).filter(written)
+    counted = Observation("sessionize-written")
+    described = describe_sessions(kept, crawlers).observe(counted, *_stat_columns(ds))
+    return described.withColumn(SESSION_ID, session_id()).select(*OUTPUT_COLUMNS), [dropped, counted]
 
 
 # --- statistics ---
 
-def _quantile(lengths: list[tuple[int, int]], q: float) -> int:
-    """Nearest-rank quantile of a histogram given as sorted (length, sessions) pairs."""
-    rank, seen = max(1, math.ceil(q * sum(n for _, n in lengths))), 0
-    for length, n in lengths:
-        seen += n
-        if seen >= rank:
-            return length
-    raise ValueError("empty histogram")
+def _count(condition: Column) -> Column:
+    return F.sum(condition.cast("long"))
 
 
-def length_distribution(lengths: list[tuple[int, int]]) -> dict[str, Any]:
-    """min / median / p90 / max / mean and a bucketed histogram of session lengths."""
-    sessions = sum(n for _, n in lengths)
-    histogram = {(f"{low}" if low == high else f"{low}+" if high is None else f"{low}-{high}"):
-                 sum(n for length, n in lengths if length >= low and (high is None or length <= high))
-                 for low, high in LENGTH_BUCKETS}
-    if not sessions:
-        return {"min": None, "median": None, "p90": None, "max": None, "mean": None, "histogram": histogram}
-    return {"min": lengths[0][0], "median": _quantile(lengths, 0.5), "p90": _quantile(lengths, 0.9),
-            "max": lengths[-1][0], "mean": round(sum(k * n for k, n in lengths) / sessions, 3),
-            "histogram": histogram}
+def _session_length_percentile(q: float) -> Column:
+    """Nearest-rank percentile of the written sessions' lengths (``percentile_disc``, as SQL: the Python
+    API has no function for it)."""
+    length = f"CASE WHEN {POSITION} = 0 THEN {LENGTH} END"
+    return F.expr(f"percentile_disc({q}) WITHIN GROUP (ORDER BY {length})")
 
 
-def session_stats(flagged: DataFrame, ds: dt.date, keep_repeats: bool, crawlers: CrawlerRules) -> dict[str, Any]:
-    """Duplicates, repeats, sessions, events, items, crawlers and session lengths, in two small aggregations.
+def _bucket_name(low: int, high: int | None) -> str:
+    return f"{low}" if low == high else f"{low}+" if high is None else f"{low}-{high}"
 
-    Per-session counts need no shuffle (``flagged`` is partitioned by owner); only the histogram of
-    lengths and the distinct items are gathered.
-    """
-    kept, day_start = _kept(keep_repeats), F.lit(midnight(ds))
-    kept_time = F.when(kept, F.col(EVENT_TIME))
-    per_session = flagged.groupBy(*OWNER_KEY, SESSION_ID).agg(
-        F.sum(kept.cast("long")).alias("length"),
-        _span_seconds(F.min(kept_time), F.max(kept_time)).alias("span_s"),
-        F.max((kept & (F.col(EVENT_TIME) < day_start)).cast("long")).alias("crossed"),
-        F.sum((kept & (F.col(EVENT_TIME) >= day_start)).cast("long")).alias("on_day"),
-        F.sum(DUPLICATES).alias("duplicates"),
-        F.sum((F.col(ON_DAY) & F.col(REPEAT)).cast("long")).alias("repeats"))
-    crawler = (F.col("length") > 0) & crawlers.is_crawler(F.col("length"), F.col("span_s"))
-    histogram = (per_session.withColumn("crawlers", crawler.cast("long")).groupBy("length")
-                 .agg(F.count(F.lit(1)).alias("sessions"), *(F.sum(c).alias(c) for c in
-                                                              ("crossed", "on_day", "duplicates", "repeats",
-                                                               "crawlers")))
-                 .collect())
-    items = flagged.filter(kept).agg(F.countDistinct(ITEM_ID)).first()[0]
-    lengths = sorted((row["length"], row["sessions"]) for row in histogram if row["length"] > 0)
-    repeats = sum(row["repeats"] for row in histogram)
-    return {"duplicates_dropped": sum(row["duplicates"] for row in histogram),
-            "repeats_collapsed": 0 if keep_repeats else repeats,
-            "sessions": sum(n for _, n in lengths),
-            "sessions_from_previous_day": sum(row["crossed"] for row in histogram),
-            "events": sum(length * n for length, n in lengths),
-            "events_on_day": sum(row["on_day"] for row in histogram),
-            "crawler_sessions": sum(row["crawlers"] for row in histogram),
-            "crawler_events": sum(row["length"] * row["crawlers"] for row in histogram),
-            "distinct_items": items, "session_length": length_distribution(lengths)}
+
+def _stat_columns(ds: dt.date) -> list[Column]:
+    """Aggregates over :func:`describe_sessions`' rows that give the stats file's session counts."""
+    day_start, session = F.lit(midnight(ds)), F.col(POSITION) == 0
+    length = F.when(session, F.col(LENGTH))
+    buckets = [_count(session & (F.col(LENGTH) >= low) & (F.lit(True) if high is None else F.col(LENGTH) <= high))
+               .alias(_bucket_name(low, high)) for low, high in LENGTH_BUCKETS]
+    return [_count(session).alias("sessions"),
+            _count(session & (F.col(EVENT_TIME) < day_start)).alias("sessions_from_previous_day"),
+            F.count(F.lit(1)).alias("events"),
+            _count(F.col(EVENT_TIME) >= day_start).alias("events_on_day"),
+            _count(session & F.col(CRAWLER)).alias("crawler_sessions"),
+            _count(F.col(CRAWLER)).alias("crawler_events"),
+            F.min(length).alias("min"), F.max(length).alias("max"),
+            _session_length_percentile(0.5).alias("median"), _session_length_percentile(0.9).alias("p90"),
+            *buckets]
+
+
+def session_stats(observations: list[Observation], keep_repeats: bool, distinct_items: int) -> dict[str, Any]:
+    """The stats file's session counts from :func:`session_rows`' observations (once its output is written)."""
+    observed = {name: value for observation in observations for name, value in observation.get.items()}
+    counts = {name: observed[name] or 0 for name in (
+        "duplicates_dropped", "sessions", "sessions_from_previous_day", "events", "events_on_day",
+        "crawler_sessions", "crawler_events")}
+    sessions = counts["sessions"]
+    summary = {name: None if observed[name] is None else int(observed[name])
+               for name in ("min", "median", "p90", "max")}
+    length = {**summary, "mean": round(counts["events"] / sessions, 3) if sessions else None,
+              "histogram": {_bucket_name(low, high): observed[_bucket_name(low, high)] or 0
+                            for low, high in LENGTH_BUCKETS}}
+    return {**counts, "repeats_collapsed": 0 if keep_repeats else observed["repeats"] or 0,
+            "distinct_items": distinct_items, "session_length": length}
 
 
 def input_stats(counts: InputCounts) -> dict[str, Any]:
@@ -281,25 +294,31 @@ def _check_arguments(spark: SparkSession, gap_minutes: int, max_quarantine_share
 def sessionize(spark: SparkSession, raw: str, lake: str, ds: dt.date, gap_minutes: int = 30,
                keep_repeats: bool = False, max_quarantine_share: float = 0.05,
                crawlers: CrawlerRules = DEFAULT_CRAWLER_RULES) -> dict[str, Any]:
-    """Sessionize day ``ds`` from the landing zone ``raw`` into ``lake``; returns the stats written."""
+    """Sessionize day ``ds`` from the landing zone ``raw`` into ``lake``; returns the stats written.
+
+    Two passes over the input, each counting as it goes (Spark observations), nothing cached: the
+    quarantine (reads D's files and counts them, so a day too dirty fails before the sessions are built)
+    and the sessions (read both days, count the look-back files and the sessions as they are written).
+    """
     _check_arguments(spark, gap_minutes, max_quarantine_share, crawlers)
     started = time.monotonic()
-    # Not cached: re-reading the input for the counts and the quarantine measured faster than caching it
-    # (1M events, Parquet and CSV); the sessionized events are cached instead (see _write_outputs).
-    rows = read_landing_days(spark, raw, ds)
+    landing = read_landing_days(spark, raw, ds)
     layout = Lake(lake, raw)
-    counts = count_rows(rows, ds, layout.raw_day(ds))
-    logger.info("day %s: %d rows read from %d file(s), %d kept, %d quarantined %s; look-back %d read, %d used",
-                ds, counts.rows_read, len(counts.day_files()), counts.rows_kept, counts.rows_quarantined,
-                counts.quarantined_by_reason(), sum(f.rows for f in counts.lookback_files()),
-                sum(f.used for f in counts.lookback_files()))
-    check_quarantine_share(counts, max_quarantine_share)
-    stats = {"ds": ds.isoformat(), "raw": raw, "gap_minutes": gap_minutes, "keep_repeats": keep_repeats,
-             "max_quarantine_share": max_quarantine_share, "crawler_rules": asdict(crawlers),
-             **input_stats(counts)}
     paths = output_paths(layout, ds)
     with staging_folder(spark, layout.staging("sessionize", ds)) as staging:
-        stats.update(_write_outputs(spark, rows, ds, gap_minutes, keep_repeats, crawlers, staging))
+        counts = landing.write_quarantine(f"{staging}/quarantine")
+        logger.info("day %s: %d rows read from %d file(s), %d kept, %d quarantined %s; look-back %d read, "
+                    "%d used", ds, counts.rows_read, len(counts.day_files()), counts.rows_kept,
+                    counts.rows_quarantined, counts.quarantined_by_reason(),
+                    sum(f.rows for f in counts.lookback_files()), sum(f.used for f in counts.lookback_files()))
+        check_quarantine_share(counts, max_quarantine_share)
+        stats = {"ds": ds.isoformat(), "raw": raw, "gap_minutes": gap_minutes, "keep_repeats": keep_repeats,
+                 "max_quarantine_share": max_quarantine_share, "crawler_rules": asdict(crawlers),
+                 **input_stats(counts)}
+        session_counts, lookback_counts = _write_sessions(spark, landing, ds, gap_minutes, keep_repeats, crawlers,
+                                                          f"{staging}/sessions")
+        stats.update(input_stats(counts.with_files(lookback_counts)))
+        stats.update(session_counts)
         stats["outputs"] = paths
         stats["elapsed_s"] = round(time.monotonic() - started, 3)
         write_text(spark, f"{staging}/stats.json", json.dumps(stats, indent=2) + "\n")
@@ -311,34 +330,19 @@ def sessionize(spark: SparkSession, raw: str, lake: str, ds: dt.date, gap_minute
     return stats
 
 
-def allow_coalescing_cached_plans(spark: SparkSession) -> None:
-    """Let adaptive execution coalesce the partitions of a cached plan, unless Spark was told otherwise.
-
-    Spark 4.3 keeps a cached plan's partitions as its shuffle made them (``spark.sql.shuffle.partitions``,
-    200 by default), so every pass over the cached events below would run that many mostly empty tasks
-    and write that many tiny files, although adaptive execution coalesces the same shuffle when nothing
-    is cached.
-    """
-    if not spark.sparkContext.getConf().contains(CACHED_PLAN_PARTITIONING):
-        spark.conf.set(CACHED_PLAN_PARTITIONING, "true")
-
-
-def _write_outputs(spark: SparkSession, rows: DataFrame, ds: dt.date, gap_minutes: int, keep_repeats: bool,
-                   crawlers: CrawlerRules, staging: str) -> dict[str, Any]:
-    """Quarantine and sessions written under ``staging``; returns their counts."""
-    allow_coalescing_cached_plans(spark)
-    flagged = sessions_of_events(used_events(rows, ds), ds, gap_minutes).persist()
-    try:
-        quarantine_rows(rows).write.parquet(f"{staging}/quarantine")
-        session_rows(flagged, keep_repeats, crawlers).write.parquet(f"{staging}/sessions")
-        stats = session_stats(flagged, ds, keep_repeats, crawlers)
-    finally:
-        flagged.unpersist()
+def _write_sessions(spark: SparkSession, landing: LandingDay, ds: dt.date, gap_minutes: int, keep_repeats: bool,
+                    crawlers: CrawlerRules, path: str) -> tuple[dict[str, Any], list[FileCount]]:
+    """Day D's sessions written to ``path``; returns their counts and the look-back files' counts."""
+    rows = landing.rows(count_lookback=True)
+    sessions, observations = session_rows(used_events(rows.frame, ds), ds, gap_minutes, keep_repeats, crawlers)
+    sessions.write.parquet(path)
+    items = spark.read.parquet(path).select(ITEM_ID).distinct().count()
+    stats = session_stats(observations, keep_repeats, items)
     logger.info("%d duplicates dropped, %d repeats collapsed; %d sessions (%d from the day before), %d events, "
                 "%d distinct items; %d crawler sessions with %d events", stats["duplicates_dropped"],
                 stats["repeats_collapsed"], stats["sessions"], stats["sessions_from_previous_day"],
                 stats["events"], stats["distinct_items"], stats["crawler_sessions"], stats["crawler_events"])
-    return stats
+    return stats, rows.counts()
 
 
 # --- command line ---

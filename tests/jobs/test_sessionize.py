@@ -7,21 +7,22 @@ import os
 import subprocess
 import sys
 import sysconfig
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pyspark.sql import functions as F
 
 from jobs.raw_input import FileCount, InputCounts, RawInputError, check_quarantine_share
 from jobs.sessionize import (
+    DEFAULT_CRAWLER_RULES,
     CrawlerRules,
-    assign_sessions,
-    cluster_by_owner,
-    length_distribution,
     main,
     parse_args,
+    session_rows,
+    session_stats,
     sessionize,
 )
 from sessionrec.config import load_settings
@@ -144,14 +145,15 @@ def test_gap_of_exactly_the_limit_continues_and_anything_longer_starts_a_session
          ("v", None, datetime(2026, 11, 21, 11, 0, 0, 1, tzinfo=UTC), "i3", "click"),
          ("w", None, utc("2026-11-21T10:00:00"), "i1", "click"),
          ("w", None, utc("2026-11-21T10:45:00"), "i2", "click")],
-        "visitor_id string, session_id string, event_time timestamp, item_id string, event_type string")
+        "visitor_id string, session_id string, event_time timestamp, item_id string, event_type string",
+    ).withColumn("from_day", F.lit(True))
     sessions = {row["item_id"] + row["visitor_id"]: row["session_id"]
-                for row in assign_sessions(cluster_by_owner(events), gap_minutes=30).collect()}
+                for row in session_rows(events, DAY, 30, False, DEFAULT_CRAWLER_RULES)[0].collect()}
     assert sessions["i1v"] == sessions["i2v"] == f"v:{ms('2026-11-21T10:00:00')}"
     assert sessions["i3v"] == f"v:{ms('2026-11-21T11:00:00')}"
     assert sessions["i1w"] != sessions["i2w"]
     longer = {row["item_id"] + row["visitor_id"]: row["session_id"]
-              for row in assign_sessions(cluster_by_owner(events), gap_minutes=45).collect()}
+              for row in session_rows(events, DAY, 45, False, DEFAULT_CRAWLER_RULES)[0].collect()}
     assert longer["i1w"] == longer["i2w"]
 
 
@@ -341,7 +343,7 @@ def test_too_many_bad_rows_fail_with_counts_and_write_nothing(spark, tmp_path: P
                                             r"5.00% .* missing_item_id=1, unparsable_event_time=1; "
                                             r"worst files: .*dirty.csv: 2 of 20"):
         sessionize(spark, str(raw), str(lake), DAY)
-    assert not lake.exists()
+    assert not [path for path in lake.rglob("*") if path.is_file()]  # the staged quarantine is removed
 
 
 def test_quarantine_share_limit_is_inclusive_and_ignores_the_lookback_day() -> None:
@@ -353,11 +355,22 @@ def test_quarantine_share_limit_is_inclusive_and_ignores_the_lookback_day() -> N
         check_quarantine_share(counts, 0.09)
 
 
-def test_length_distribution_from_a_histogram() -> None:
-    summary = length_distribution([(1, 5), (2, 3), (7, 1), (150, 1)])
+def test_session_length_summary_uses_nearest_rank_percentiles(spark) -> None:
+    lengths = [1] * 5 + [2] * 3 + [7, 150]
+    start = datetime(2026, 11, 21, 8, tzinfo=UTC)
+    events = spark.createDataFrame(
+        [(f"v{n}", None, start + timedelta(minutes=i), f"i{i}", "click", True)
+         for n, length in enumerate(lengths) for i in range(length)],
+        "visitor_id string, session_id string, event_time timestamp, item_id string, event_type string, "
+        "from_day boolean")
+    rows, observations = session_rows(events, DAY, 30, keep_repeats=False, crawlers=CrawlerRules(200, 30.0, 20))
+    assert rows.count() == sum(lengths)
+    summary = session_stats(observations, keep_repeats=False, distinct_items=150)["session_length"]
+    # nearest rank: the 5th of 10 lengths is 1, the 9th is 7
     assert (summary["min"], summary["median"], summary["p90"], summary["max"]) == (1, 1, 7, 150)
-    assert summary["histogram"]["6-10"] == 1 and summary["histogram"]["101+"] == 1
-    assert length_distribution([])["median"] is None
+    assert summary["mean"] == round(sum(lengths) / len(lengths), 3)
+    assert summary["histogram"] == {"1": 5, "2": 3, "3": 0, "4": 0, "5": 0, "6-10": 1, "11-20": 0, "21-50": 0,
+                                    "51-100": 0, "101+": 1}
 
 
 def clicks(visitor: str, count: int, start: str, seconds_apart: float) -> list[dict]:
