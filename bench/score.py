@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.common import in_fresh_process, machine, write_results
+from sessionrec.layout import Lake
 
 RESULTS = Path(__file__).resolve().parent / "results" / "score.json"
 DAY = date(2026, 11, 21)
@@ -175,7 +176,7 @@ def bench_day(n_sessions: int, n_items: int, hidden: int, top_k: int, model_dir:
               tracking_uri: str, root: Path) -> list[dict[str, Any]]:
     events = generate_sessions(n_sessions, n_items)
     lake = root / f"lake-{n_sessions}"
-    day_dir = lake / "sessions" / f"ds={DAY.isoformat()}"
+    day_dir = Path(Lake(str(lake)).sessions(DAY))
     day_dir.mkdir(parents=True)
     pq.write_table(events, day_dir / "part-00000.parquet", row_group_size=500_000)
     sessions_file = root / f"sessions-{n_sessions}.parquet"

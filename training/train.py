@@ -37,6 +37,7 @@ from typing import TextIO
 
 from lifecycle.pipeline import gate, is_production_training_set, not_gated, register, track_experiment, track_selection
 from sessionrec.config import Settings, load_settings
+from sessionrec.layout import partition_day
 from training.baselines import BASELINES
 from training.experiment import SPLITS, Selection, TrainingResult, run, select
 from training.families import TRAINERS, epoch_stats
@@ -212,9 +213,8 @@ def logical_date(args: argparse.Namespace, parser: argparse.ArgumentParser) -> d
     """``--ds``, else the day in the training folder's name (``training/ds=YYYY-MM-DD``)."""
     if args.ds is not None:
         return args.ds
-    name = Path(args.training_dir).resolve().name
     try:
-        return date.fromisoformat(name.removeprefix("ds="))
+        return partition_day(Path(args.training_dir).resolve().name)
     except ValueError:
         parser.error(f"--ds is needed: {args.training_dir} is not named ds=YYYY-MM-DD")
         raise

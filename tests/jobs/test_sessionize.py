@@ -346,6 +346,16 @@ def test_too_many_bad_rows_fail_with_counts_and_write_nothing(spark, tmp_path: P
     assert not [path for path in lake.rglob("*") if path.is_file()]  # the staged quarantine is removed
 
 
+def test_a_day_without_a_valid_row_writes_no_sessions_and_counts_it(spark, tmp_path: Path, landing_file) -> None:
+    # Nothing reaches the sessions pass: its counts come from observations that must still be delivered.
+    raw, lake = tmp_path / "raw", tmp_path / "lake"
+    landing_file(raw, DAY, "bad.csv", "event_time,item_id,visitor_id\n2020-01-01T00:00:00Z,i,v\nnever,i,v\n")
+    stats = sessionize(spark, str(raw), str(lake), DAY, max_quarantine_share=1.0)
+    assert (stats["rows_read"], stats["rows_quarantined"], stats["sessions"], stats["events"]) == (2, 2, 0, 0)
+    assert stats["session_length"]["median"] is None and stats["distinct_items"] == 0
+    assert sessions_of(lake, DAY) == {}
+
+
 def test_quarantine_share_limit_is_inclusive_and_ignores_the_lookback_day() -> None:
     counts = InputCounts("raw/clicks/ds=2026-11-21", [
         FileCount("day.csv", lookback=False, rows=20, used=18, rejected={"missing_item_id": 2}),
