@@ -74,9 +74,9 @@ OWNER_HASH, SOURCE, OWNER = "_owner_hash", "_source", "_owner"
 OWNER_KEY = (OWNER_HASH, SOURCE, OWNER)
 # Per event: a copy of the previous event, the first event of a session, a repeat of the previous item.
 DUPLICATE, STARTS, REPEAT = "_duplicate", "_starts", "_repeat"
-# Per event: its session's first event time (names the session), the session's number among its owner's,
-# whether the session reaches day D, and the session's written-event count.
-SESSION_START, SESSION_NUMBER, ON_DAY, LENGTH = "_session_start", "_session_number", "_on_day", "_length"
+# Per event: its session's first event time (names the session), whether the session reaches day D, and the
+# session's written-event count.
+SESSION_START, ON_DAY, LENGTH = "_session_start", "_on_day", "_length"
 LENGTH_BUCKETS = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 10), (11, 20), (21, 50), (51, 100), (101, None))
 
 
@@ -153,19 +153,23 @@ def mark_events(events: DataFrame, gap_minutes: int) -> DataFrame:
 
 def start_sessions(events: DataFrame, ds: dt.date) -> DataFrame:
     """Per event of :func:`mark_events`: ``SESSION_START``, the time of its session's first event, and
-    ``ON_DAY``, whether its session has an event on day D; both in :func:`_by_owner` order (no new sort).
+    ``ON_DAY``, whether its session has an event on day D; one pass in :func:`_by_owner` order (no new sort).
 
-    An owner's sessions follow one another in time, so once one of them reaches D every later one does:
-    a session is on D when its number among its owner's sessions is at least that of the owner's first
-    event on D.
+    An owner's sessions follow one another in time, so once one of them reaches D every later one does.
+    The first of them starts at the owner's first event on D if that event starts a session, else at the
+    owner's last session start before midnight; an event is in a session on D when it is at or after that
+    start (events at the same instant are never split: the first of them starts the session).
     """
     running = _by_owner().rowsBetween(Window.unboundedPreceding, Window.currentRow)
     whole = _by_owner().rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
-    numbered = events.select("*", F.last(F.when(F.col(STARTS), F.col(EVENT_TIME)), ignorenulls=True)
-                             .over(running).alias(SESSION_START),
-                             F.sum(F.col(STARTS).cast("int")).over(running).alias(SESSION_NUMBER))
-    first_on_day = F.min(F.when(F.col(EVENT_TIME) >= F.lit(midnight(ds)), F.col(SESSION_NUMBER))).over(whole)
-    return numbered.withColumn(ON_DAY, F.coalesce(F.col(SESSION_NUMBER) >= first_on_day, F.lit(False)))
+    on_day, starts, time_ = F.col(EVENT_TIME) >= F.lit(midnight(ds)), F.col(STARTS), F.col(EVENT_TIME)
+    first_on_day = F.min(F.when(on_day, time_)).over(whole)
+    first_start_on_day = F.min(F.when(on_day & starts, time_)).over(whole)
+    last_start_before = F.max(F.when(~on_day & starts, time_)).over(whole)
+    first_session_on_day = F.when(first_start_on_day == first_on_day, first_on_day).otherwise(last_start_before)
+    return events.select("*", F.last(F.when(starts, time_), ignorenulls=True).over(running).alias(SESSION_START),
+                         F.coalesce(first_on_day.isNotNull() & (time_ >= first_session_on_day), F.lit(False))
+                         .alias(ON_DAY))
 
 
 def session_id() -> Column:
