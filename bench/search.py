@@ -5,7 +5,8 @@
 
 Parts:
 
-- ``intent``: 40,000 events over 8 days, 2,000 items, sessions driven by a latent intent (``jobs.generate
+- ``intent``: 40,000 events over 8 days, 2,000 items (``--intent-events``, ``--intent-items``), sessions
+  driven by a latent intent (``jobs.generate
   --mode intent``, seed 1), through the pipeline's jobs (landing zone, ``jobs.sessionize``,
   ``jobs.training_set`` for the last day with an 8-day window). The exact Bayes-optimal Recall@20 / MRR@20
   of its test split and the last-item oracle's (``jobs.intents``) against: GRU4Rec with the default preset
@@ -86,7 +87,14 @@ def _rows_of(label: str, result: Any, ceiling: dict[str, float] | None) -> list[
     return rows
 
 
-def prepare_intent(scratch: str) -> tuple[Path, dict[str, float]]:
+def intent_home(scratch: str, items: int = INTENT["items"], events: int = INTENT["events"]) -> Path:
+    """Where the intent data set of this size lives under ``scratch`` (the default size in ``intent/``)."""
+    default = items == INTENT["items"] and events == INTENT["events"]
+    return Path(scratch) / ("intent" if default else f"intent-{items}-items-{events}-events")
+
+
+def prepare_intent(scratch: str, items: int = INTENT["items"], events: int = INTENT["events"]
+                   ) -> tuple[Path, dict[str, float]]:
     """The intent data set through the pipeline (kept under ``scratch``, reused when there): its training
     set folder and the exact ceilings of its test split, over the items its vocabulary holds (the split
     keeps only known targets, so the ceiling is conditioned on them, as ``python -m jobs.intents``)."""
@@ -96,27 +104,28 @@ def prepare_intent(scratch: str) -> tuple[Path, dict[str, float]]:
     from jobs.intents import build_intent_model, ceiling, read_known_items, read_split_sessions
     from sessionrec.layout import local_path
 
-    settings = _settings(Path(scratch) / "intent")
+    settings = _settings(intent_home(scratch, items, events))
     end = INTENT["end_day"]
     training_dir = local_path(settings.layout.training_set(end))
     if not (training_dir / "items.parquet").is_file():
-        table = generate_clickstream(end, INTENT["days"], INTENT["events"], n_items=INTENT["items"],
+        table = generate_clickstream(end, INTENT["days"], events, n_items=items,
                                      seed=INTENT["seed"], dirty_share=0.0, mode="intent")
         write_landing_zone(table, settings.raw)
         _sessionize_and_build(settings, [end - dt.timedelta(days=d) for d in range(INTENT["days"] - 1, -1, -1)],
                               keep_repeats=False)
-    model = build_intent_model(np.random.default_rng(INTENT["seed"]), INTENT["items"])
+    model = build_intent_model(np.random.default_rng(INTENT["seed"]), items)
     bound = ceiling(model, *read_split_sessions(training_dir, "test"),
-                    known=read_known_items(training_dir, INTENT["items"])).to_dict()
+                    known=read_known_items(training_dir, items)).to_dict()
     return training_dir, bound
 
 
-def measure_intent(scratch: str, trials: int, timeout_minutes: float, workers: int) -> dict[str, Any]:
+def measure_intent(scratch: str, trials: int, timeout_minutes: float, workers: int, items: int,
+                   events: int) -> dict[str, Any]:
     from training import tune
 
-    settings = _settings(Path(scratch) / "intent")
+    settings = _settings(intent_home(scratch, items, events))
     started = time.perf_counter()
-    training_dir, bound = prepare_intent(scratch)
+    training_dir, bound = prepare_intent(scratch, items, events)
     prepare_seconds = time.perf_counter() - started
     reference = {"recall@20": bound["bayes_recall@20"], "mrr@20": bound["bayes_mrr@20"]}
     rows = [{"model": "Bayes-optimal (ceiling)", **_accuracy(reference), "share_recall": 1.0, "share_mrr": 1.0},
@@ -132,7 +141,8 @@ def measure_intent(scratch: str, trials: int, timeout_minutes: float, workers: i
     search_seconds = time.perf_counter() - search_started
     tuned = tune.load_tuned(settings, "gru4rec")
     rows += _rows_of("gru4rec, tuned (default path)", _train_full(training_dir, tuned.params), reference)[:1]
-    return {"part": "intent", "rows": rows, "ceiling": bound, "prepare_seconds": round(prepare_seconds, 1),
+    return {"part": "intent", "items": items, "events": events, "rows": rows, "ceiling": bound,
+            "prepare_seconds": round(prepare_seconds, 1),
             "search_seconds": round(search_seconds, 1), "search": _search_figures(summary),
             "tuned_params": tuned.params}
 
@@ -194,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="prepared data, study database and MLflow (reused by reruns)")
     parser.add_argument("--intent-trials", type=int, default=20)
     parser.add_argument("--intent-timeout-minutes", type=float, default=20)
+    parser.add_argument("--intent-items", type=int, default=INTENT["items"], help="catalogue of the intent data")
+    parser.add_argument("--intent-events", type=int, default=INTENT["events"],
+                        help="events of the intent data over its 8 days")
     parser.add_argument("--trials", type=int, default=30, help="trials of the Yoochoose search")
     parser.add_argument("--timeout-minutes", type=float, default=30, help="budget of the Yoochoose search")
     parser.add_argument("--workers", type=int, default=1, help="trials at once (processes)")
@@ -206,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     for part in parts:
         if part == "intent":
             result = in_fresh_process(measure_intent, args.scratch, args.intent_trials, args.intent_timeout_minutes,
-                                      args.workers)
+                                      args.workers, args.intent_items, args.intent_events)
         else:
             result = in_fresh_process(measure_yoochoose, args.scratch, args.trials, args.timeout_minutes, args.workers)
         print_part(result)

@@ -184,10 +184,10 @@ def measure_softmax(n_items: int, softmax: str, threads: int, n_pairs: int) -> d
 
 
 def _intent_training_dir(scratch: str) -> Path:
-    from bench.search import INTENT, _settings
+    from bench.search import INTENT, _settings, intent_home
     from sessionrec.layout import local_path
 
-    return local_path(_settings(Path(scratch) / "intent").layout.training_set(INTENT["end_day"]))
+    return local_path(_settings(intent_home(scratch)).layout.training_set(INTENT["end_day"]))
 
 
 def prepare_intent(scratch: str) -> dict[str, Any]:
