@@ -12,6 +12,8 @@ import datetime as dt
 import functools
 import logging
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -299,12 +301,19 @@ class LandingDay:
         """Day D's rejected rows (:func:`quarantine_rows`) written to ``path`` as Parquet; returns the counts
         of D's files, taken in the same pass (the look-back files are not read here)."""
         rows = self.rows(count_lookback=False)
-        try:
+        with self.reading():
             quarantine_rows(rows.frame).write.parquet(path)
+        return InputCounts(self.directory, rows.counts())
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """A query over these files that fails (a file unreadable past its schema) raises
+        :class:`RawInputError` naming the landing zone and Spark's first line."""
+        try:
+            yield
         except (PySparkException, Py4JJavaError) as exc:
             raise RawInputError(f"reading the landing zone for {self.ds} ({self.directory} and the day before) "
                                 f"failed: {_first_line(exc)}") from exc
-        return InputCounts(self.directory, rows.counts())
 
 
 def _union(frames: list[DataFrame]) -> DataFrame:

@@ -339,7 +339,8 @@ def _write_sessions(spark: SparkSession, landing: LandingDay, ds: dt.date, gap_m
     """Day D's sessions written to ``path``; returns their counts and the look-back files' counts."""
     rows = landing.rows(count_lookback=True)
     sessions, observations = session_rows(used_events(rows.frame, ds), ds, gap_minutes, keep_repeats, crawlers)
-    sessions.write.parquet(path)
+    with landing.reading():  # the look-back files are first read here
+        sessions.write.parquet(path)
     items = spark.read.parquet(path).select(ITEM_ID).distinct().count()
     stats = session_stats(observations, keep_repeats, items)
     logger.info("%d duplicates dropped, %d repeats collapsed; %d sessions (%d from the day before), %d events, "

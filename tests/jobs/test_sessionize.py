@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -354,6 +355,22 @@ def test_a_day_without_a_valid_row_writes_no_sessions_and_counts_it(spark, tmp_p
     assert (stats["rows_read"], stats["rows_quarantined"], stats["sessions"], stats["events"]) == (2, 2, 0, 0)
     assert stats["session_length"]["median"] is None and stats["distinct_items"] == 0
     assert sessions_of(lake, DAY) == {}
+
+
+def test_a_lookback_file_broken_past_its_header_fails_naming_the_landing_zone(spark, tmp_path: Path,
+                                                                             landing_file) -> None:
+    # The look-back files are first read by the sessions pass: its failure is an input error too.
+    raw, lake = tmp_path / "raw", tmp_path / "lake"
+    landing_file(raw, DAY, "day.csv", "event_time,item_id,visitor_id\n2026-11-21T10:00:00Z,i,v\n")
+    rows = "".join(f"2026-11-20T{h:02d}:00:00Z,i{h},v\n" for h in range(24)) * 400
+    broken = gzip.compress(("event_time,item_id,visitor_id\n" + rows).encode())
+    path = raw / "clicks" / f"ds={PREVIOUS}" / "previous.csv.gz"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(broken[: len(broken) // 2])
+    with pytest.raises(RawInputError, match=r"reading the landing zone for 2026-11-21 .*ds=2026-11-21 and the day "
+                                            r"before\) failed"):
+        sessionize(spark, str(raw), str(lake), DAY)
+    assert not [p for p in lake.rglob("*") if p.is_file()]
 
 
 def test_quarantine_share_limit_is_inclusive_and_ignores_the_lookback_day() -> None:
