@@ -311,20 +311,19 @@ def sessionize(spark: SparkSession, raw: str, lake: str, ds: dt.date, gap_minute
     paths = output_paths(layout, ds)
     with staging_folder(spark, layout.staging("sessionize", ds)) as staging:
         counts = landing.write_quarantine(f"{staging}/quarantine")
-        logger.info("day %s: %d rows read from %d file(s), %d kept, %d quarantined %s; look-back %d read, "
-                    "%d used", ds, counts.rows_read, len(counts.day_files()), counts.rows_kept,
-                    counts.rows_quarantined, counts.quarantined_by_reason(),
-                    sum(f.rows for f in counts.lookback_files()), sum(f.used for f in counts.lookback_files()))
+        logger.info("day %s: %d rows read from %d file(s), %d kept, %d quarantined %s", ds, counts.rows_read,
+                    len(counts.day_files()), counts.rows_kept, counts.rows_quarantined,
+                    counts.quarantined_by_reason())
         check_quarantine_share(counts, max_quarantine_share)
-        stats = {"ds": ds.isoformat(), "raw": raw, "gap_minutes": gap_minutes, "keep_repeats": keep_repeats,
-                 "max_quarantine_share": max_quarantine_share, "crawler_rules": asdict(crawlers),
-                 **input_stats(counts)}
         session_counts, lookback_counts = _write_sessions(spark, landing, ds, gap_minutes, keep_repeats, crawlers,
                                                           f"{staging}/sessions")
-        stats.update(input_stats(counts.with_files(lookback_counts)))
-        stats.update(session_counts)
-        stats["outputs"] = paths
-        stats["elapsed_s"] = round(time.monotonic() - started, 3)
+        counts = counts.with_files(lookback_counts)
+        logger.info("look-back: %d rows read, %d used", sum(f.rows for f in counts.lookback_files()),
+                    sum(f.used for f in counts.lookback_files()))
+        stats = {"ds": ds.isoformat(), "raw": raw, "gap_minutes": gap_minutes, "keep_repeats": keep_repeats,
+                 "max_quarantine_share": max_quarantine_share, "crawler_rules": asdict(crawlers),
+                 **input_stats(counts), **session_counts, "outputs": paths,
+                 "elapsed_s": round(time.monotonic() - started, 3)}
         write_text(spark, f"{staging}/stats.json", json.dumps(stats, indent=2) + "\n")
         staged = {"quarantine": f"{staging}/quarantine", "sessions": f"{staging}/sessions",
                   "stats": f"{staging}/stats.json"}
