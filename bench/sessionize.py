@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import in_fresh_process, machine, write_results
+from jobs.raw_input import NUMBER
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sessionize.json"
 DAY = dt.date(2026, 11, 21)
 GAP_MINUTES = 30
-NUMBER = r"^\s*[+-]?[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?\s*$"
 
 # The rules of jobs/sessionize.py (see its docstring and jobs/raw_input.py) in DuckDB SQL. Placeholders:
 # {source} a read_* call with filename=true, {day}/{start}/{day_start}/{end} the day and its bounds.
@@ -52,7 +52,7 @@ parsed AS (
         WHEN epoch IS NOT NULL THEN CASE WHEN abs(epoch) < 1e14 THEN make_timestamp(CAST(round(
             CASE WHEN abs(epoch) > 1e11 THEN epoch * 1e3 ELSE epoch * 1e6 END) AS BIGINT)) END
         ELSE CAST(TRY_CAST(event_time AS TIMESTAMPTZ) AS TIMESTAMP) END AS ts
-    FROM (SELECT *, CASE WHEN regexp_matches(event_time, '{number}')
+    FROM (SELECT *, CASE WHEN NOT contains(event_time, ':') AND regexp_matches(event_time, '{number}')
                          THEN TRY_CAST(trim(event_time) AS DOUBLE) END AS epoch FROM raw)
 ),
 validated AS (

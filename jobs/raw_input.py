@@ -219,8 +219,11 @@ def parse_event_time(column: Column, data_type: T.DataType) -> Column:
         return column.cast("timestamp")
     if isinstance(data_type, T.NumericType):
         return epoch_to_timestamp(column.cast("double"))
-    return (F.when(column.rlike(NUMBER), epoch_to_timestamp(column.try_cast("double")))
-            .otherwise(F.try_to_timestamp(column)))
+    # A time of day has a ':' and an epoch number never has one, so most rows skip the regex.
+    text = F.try_to_timestamp(column)
+    return (F.when(column.contains(":"), text)
+            .when(column.rlike(NUMBER), epoch_to_timestamp(column.try_cast("double")))
+            .otherwise(text))
 
 
 def read_file(spark: SparkSession, path: str, lookback: bool) -> DataFrame:

@@ -163,13 +163,15 @@ def start_sessions(events: DataFrame, ds: dt.date) -> DataFrame:
     running = _by_owner().rowsBetween(Window.unboundedPreceding, Window.currentRow)
     whole = _by_owner().rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
     on_day, starts, time_ = F.col(EVENT_TIME) >= F.lit(midnight(ds)), F.col(STARTS), F.col(EVENT_TIME)
-    first_on_day = F.min(F.when(on_day, time_)).over(whole)
-    first_start_on_day = F.min(F.when(on_day & starts, time_)).over(whole)
-    last_start_before = F.max(F.when(~on_day & starts, time_)).over(whole)
+    owner_times = {"_first_on_day": F.min(F.when(on_day, time_)),
+                   "_first_start_on_day": F.min(F.when(on_day & starts, time_)),
+                   "_last_start_before": F.max(F.when(~on_day & starts, time_))}
+    windowed = events.select("*", F.last(F.when(starts, time_), ignorenulls=True).over(running).alias(SESSION_START),
+                             *(value.over(whole).alias(name) for name, value in owner_times.items()))
+    first_on_day, first_start_on_day, last_start_before = (F.col(name) for name in owner_times)
     first_session_on_day = F.when(first_start_on_day == first_on_day, first_on_day).otherwise(last_start_before)
-    return events.select("*", F.last(F.when(starts, time_), ignorenulls=True).over(running).alias(SESSION_START),
-                         F.coalesce(first_on_day.isNotNull() & (time_ >= first_session_on_day), F.lit(False))
-                         .alias(ON_DAY))
+    on_day_session = F.coalesce(first_on_day.isNotNull() & (time_ >= first_session_on_day), F.lit(False))
+    return windowed.select(*events.columns, SESSION_START, on_day_session.alias(ON_DAY))
 
 
 def session_id() -> Column:
@@ -188,10 +190,12 @@ def describe_sessions(written: DataFrame, crawlers: CrawlerRules) -> DataFrame:
     position, the session's ``LENGTH`` and its ``CRAWLER`` flag."""
     in_order = Window.partitionBy(*OWNER_KEY, SESSION_START).orderBy(*EVENT_ORDER)
     whole = in_order.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
-    length = F.count(F.lit(1)).over(whole)
-    span = _span_seconds(F.min(EVENT_TIME).over(whole), F.max(EVENT_TIME).over(whole))
-    return written.select("*", (F.row_number().over(in_order) - 1).cast("int").alias(POSITION),
-                          length.alias(LENGTH), crawlers.is_crawler(length, span).alias(CRAWLER))
+    first, last = "_first_time", "_last_time"
+    windowed = written.select("*", (F.row_number().over(in_order) - 1).cast("int").alias(POSITION),
+                              F.count(F.lit(1)).over(whole).alias(LENGTH),
+                              F.min(EVENT_TIME).over(whole).alias(first), F.max(EVENT_TIME).over(whole).alias(last))
+    crawler = crawlers.is_crawler(F.col(LENGTH), _span_seconds(F.col(first), F.col(last)))
+    return windowed.select(*written.columns, POSITION, LENGTH, crawler.alias(CRAWLER))
 
 
 def session_rows(events: DataFrame, ds: dt.date, gap_minutes: int, keep_repeats: bool,
