@@ -22,7 +22,9 @@ keys = ["spark.sql.session.timeZone", "spark.sql.parquet.outputTimestampType",
         "spark.sql.execution.arrow.pyspark.enabled", "spark.sql.shuffle.partitions", "spark.sql.adaptive.enabled",
         "spark.sql.adaptive.coalescePartitions.enabled", "spark.ui.showConsoleProgress", "spark.ui.enabled",
         "spark.sql.warehouse.dir", "spark.driver.memory", "spark.app.name", "spark.master"]
-print("PROBE " + json.dumps({key: conf.get(key, spark.conf.get(key, None)) for key in keys}))
+collectors = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
+found = {key: conf.get(key, spark.conf.get(key, None)) for key in keys}
+print("PROBE " + json.dumps({**found, "gc": sorted(bean.getName() for bean in collectors)}))
 spark.stop()
 """
 
@@ -56,6 +58,7 @@ def test_spark_submit_settings_are_kept_and_only_correctness_is_set(tmp_path: Pa
     assert conf["spark.sql.execution.arrow.pyspark.enabled"] == "true"
     # No local defaults under spark-submit: the scratch folder is the job's only when it starts Spark.
     assert not (conf["spark.sql.warehouse.dir"] or "").startswith(str(tmp_path / "scratch"))
+    assert not any(name.startswith("PS ") for name in conf["gc"])  # the JVM's own collector, not ours
 
 
 def test_a_job_starting_its_own_local_master_gets_the_local_defaults_under_the_users(tmp_path: Path) -> None:
@@ -69,3 +72,4 @@ def test_a_job_starting_its_own_local_master_gets_the_local_defaults_under_the_u
     assert conf["spark.sql.warehouse.dir"].endswith(str(tmp_path / "scratch" / "spark-warehouse"))
     assert (conf["spark.app.name"], conf["spark.master"]) == ("probe", "local[*]")
     assert conf["spark.sql.session.timeZone"] == "UTC"
+    assert conf["gc"] == ["PS MarkSweep", "PS Scavenge"]  # the throughput collector (jobs.spark.LOCAL_DRIVER_GC)
