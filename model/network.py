@@ -242,9 +242,10 @@ class GRU4Rec(nn.Module):
             for layer, state in zip(hidden, new_hidden, strict=True):
                 layer[:active] = state
             final[:active] = output
-        scores = torch.empty((len(steps), self.n_items), device=self.device, dtype=final.dtype)
-        scores[order] = self.score(final)
-        return scores
+        # Back to the input order before scoring: reordering [n, hidden] states is cheap, [n, n_items] scores not.
+        in_input_order = torch.empty_like(final)
+        in_input_order[order] = final
+        return self.score(in_input_order)
 
 
 class GRU4RecScorer:

@@ -8,7 +8,8 @@ has a bounded cost. A session with no known item gets the most popular items ins
 
 Sessions are processed in chunks of sessions of similar length (sorted by length, longest first), so a
 chunk's padded item matrix is hardly larger than its items; a row's result never depends on the other
-rows of its chunk. Each chunk ends with one [chunk, n_items] score matrix and one ``topk``.
+rows of its chunk. Each chunk ends with one [chunk, n_items] score matrix and one ``topk``; on the CPU a
+chunk holds fewer sessions when that matrix would outgrow :data:`CPU_SCORE_MATRIX_BYTES`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 2048
 DEFAULT_MAX_SESSION_EVENTS = 50
+# glibc's malloc hands out smaller blocks again from memory it keeps, but maps every block above its
+# largest mmap threshold (32 MiB) afresh, so the kernel zeroes new pages for each chunk's score matrix.
+CPU_SCORE_MATRIX_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,9 @@ class Recommender:
         self.device = self.model.device  # a CPU-only family stays on the CPU
         self.vocabulary = vocabulary
         self.chunk_size = chunk_size
+        on_cpu = self.device.type == "cpu"
+        self._chunk_rows = max(1, min(chunk_size, CPU_SCORE_MATRIX_BYTES // max(4 * model.n_items, 1))) if on_cpu \
+            else chunk_size
         self.max_session_events = max_session_events
         if model.n_items != len(vocabulary):
             raise ValueError(f"the network scores {model.n_items} items but the vocabulary holds "
@@ -199,8 +206,8 @@ class Recommender:
         order = np.argsort(-lengths, kind="stable")
         order = order[lengths[order] > 0]
         with torch.inference_mode():
-            for begin in range(0, len(order), self.chunk_size):
-                rows = order[begin:begin + self.chunk_size]
+            for begin in range(0, len(order), self._chunk_rows):
+                rows = order[begin:begin + self._chunk_rows]
                 top_scores, top_items = self._top_k(encoded, rows, lengths[rows], k, exclude_last)
                 item_idx[rows] = top_items
                 scores[rows] = top_scores

@@ -122,6 +122,17 @@ def test_scores_are_dot_products_plus_bias() -> None:
     assert torch.allclose(model.score(output, some), everything[:, some])
 
 
+def test_score_sessions_keeps_the_input_order_of_sessions_of_any_length() -> None:
+    model = network(layers=(8, 6)).eval()
+    items = torch.tensor([[3, 0, 0, 0], [1, 2, 3, 4], [5, 6, 0, 0], [7, 8, 9, 0], [2, 0, 0, 0]])
+    lengths = torch.tensor([1, 4, 2, 3, 1])
+    together = model.score_sessions(items, lengths)
+    assert together.shape == (5, 20)
+    for row in range(5):
+        alone = model.score_sessions(items[row:row + 1, :lengths[row]], lengths[row:row + 1])
+        torch.testing.assert_close(together[row:row + 1], alone)
+
+
 def test_dropout_acts_on_outputs_in_training_only() -> None:
     model = network(dropout_hidden=0.5)
     items, hidden = torch.arange(16) % 20, model.init_hidden(16)
