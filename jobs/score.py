@@ -141,7 +141,7 @@ def score_day(spark: SparkSession, lake: str, ds: date, model_uri: str, top_k: i
         loaded = target.replace_partition(ds, warehouse.read_rows(source), expected_rows=expected,
                                           before_commit=before_commit, source=output)
         timer.lap("warehouse")
-        health = health_figures(spark, layout, ds, stats, len(vocabulary), spark.read.parquet(output))
+        health = health_figures(spark, layout, ds, stats, len(vocabulary), source)
         timer.lap("health")
     record = {
         "ds": ds.isoformat(), "model_uri": model_uri, "model_name": model.name, "model_version": model.version,

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
+import pyarrow.compute as pc
+import pyarrow.dataset as pads
+from pyspark.sql import SparkSession
 
 from jobs.lake import exists, read_text
 from sessionrec.layout import Lake
@@ -40,11 +42,19 @@ def previous_session_counts(spark: SparkSession, layout: Lake, ds: date,
     return counts
 
 
+def recommended_items(recommendations: Path) -> int:
+    """Distinct ``item_id`` values in the recommendations written, a Parquet folder on the driver's disk
+    (the copy :func:`jobs.lake.local_copy` makes for the warehouse load): one column, read by Arrow."""
+    column = pads.dataset(str(recommendations), format="parquet").to_table(columns=["item_id"]).column("item_id")
+    return pc.count_distinct(column).as_py()
+
+
 def health_figures(spark: SparkSession, layout: Lake, ds: date, stats: dict[str, int], vocabulary_size: int,
-                   recommendations: DataFrame) -> dict[str, Any]:
+                   recommendations: Path) -> dict[str, Any]:
     """The figures of the module docstring for day ``ds``; ``stats`` are the counts of
-    :func:`jobs.day_sessions.sequence_stats`, ``recommendations`` the rows written (with ``item_id``)."""
-    recommended = recommendations.agg(F.countDistinct("item_id")).first()[0]
+    :func:`jobs.day_sessions.sequence_stats`, ``recommendations`` the rows written (see
+    :func:`recommended_items`)."""
+    recommended = recommended_items(recommendations)
     previous = previous_session_counts(spark, layout, ds)
     mean = sum(previous.values()) / len(previous) if previous else None
     return {
