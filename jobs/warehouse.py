@@ -230,6 +230,8 @@ class DuckDBWarehouse(Warehouse):
         super().__init__(url)
         path.parent.mkdir(parents=True, exist_ok=True)
         self._con = duckdb.connect(str(path))
+        # A table's rows have no order (readers sort); keeping the stream's order would load it on one thread.
+        self._con.execute("SET preserve_insertion_order = false")
 
     def count(self, ds: date) -> int:
         return self._con.execute(f"SELECT count(*) FROM {TABLE} WHERE ds = ?", [ds]).fetchone()[0]
