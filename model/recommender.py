@@ -117,6 +117,14 @@ def encode_sessions(sessions: Sequence[Sequence[str]], vocabulary: Vocabulary) -
     return EncodedSessions(idx[known], offsets, int((~known).sum()))
 
 
+def _rows_per_chunk(chunk_size: int, n_items: int, device: torch.device) -> int:
+    """``chunk_size``, or on the CPU fewer, so that a chunk's float32 score matrix stays within
+    :data:`CPU_SCORE_MATRIX_BYTES`."""
+    if device.type != "cpu":
+        return chunk_size
+    return max(1, min(chunk_size, CPU_SCORE_MATRIX_BYTES // max(4 * n_items, 1)))
+
+
 class Recommender:
     """A trained session model and its vocabulary, ready to recommend; inference only, on one device."""
 
@@ -132,10 +140,7 @@ class Recommender:
         self.model = model.to(torch.device(device)).eval()
         self.device = self.model.device  # a CPU-only family stays on the CPU
         self.vocabulary = vocabulary
-        self.chunk_size = chunk_size
-        on_cpu = self.device.type == "cpu"
-        self._chunk_rows = max(1, min(chunk_size, CPU_SCORE_MATRIX_BYTES // max(4 * model.n_items, 1))) if on_cpu \
-            else chunk_size
+        self._chunk_rows = _rows_per_chunk(chunk_size, model.n_items, self.device)
         self.max_session_events = max_session_events
         if model.n_items != len(vocabulary):
             raise ValueError(f"the network scores {model.n_items} items but the vocabulary holds "
