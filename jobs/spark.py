@@ -116,15 +116,15 @@ def _launch_settings(scratch: Path | None, local: bool) -> dict[str, str]:
     """What the JVM this process starts needs from the beginning: the driver's Java options (UTC; for a
     local master, whose driver runs every task, :data:`LOCAL_DRIVER_GC`) and the scratch folders."""
     driver_options = ["-Duser.timezone=UTC", *([LOCAL_DRIVER_GC] if local else [])]
-    if scratch is None:
-        return {"spark.driver.extraJavaOptions": " ".join(driver_options)}
-    scratch = Path(scratch).resolve()
-    scratch.mkdir(parents=True, exist_ok=True)
-    driver_options.append(f"-Dderby.system.home={scratch / 'derby'}")
-    return {"spark.sql.warehouse.dir": str(scratch / "spark-warehouse"),
-            "spark.local.dir": str(scratch / "spark-local"),
-            "spark.driver.extraJavaOptions": " ".join(driver_options),
-            "spark.executor.extraJavaOptions": "-Duser.timezone=UTC"}
+    scratch_settings: dict[str, str] = {}
+    if scratch is not None:
+        scratch = Path(scratch).resolve()
+        scratch.mkdir(parents=True, exist_ok=True)
+        driver_options.append(f"-Dderby.system.home={scratch / 'derby'}")
+        scratch_settings = {"spark.sql.warehouse.dir": str(scratch / "spark-warehouse"),
+                            "spark.local.dir": str(scratch / "spark-local"),
+                            "spark.executor.extraJavaOptions": "-Duser.timezone=UTC"}
+    return {**scratch_settings, "spark.driver.extraJavaOptions": " ".join(driver_options)}
 
 
 @contextmanager
