@@ -11,7 +11,10 @@ store. Three measurements, each in a fresh process so its peak memory is its own
   like the Recommender (the work no scorer of this model can skip);
 - recommender: ``Recommender.recommend`` over the sessions in batches of 10,000 (what a Spark worker
   does per Arrow batch), including the conversion of the Arrow lists to Python lists;
-- spark job: ``jobs.score.score_day`` into a DuckDB file (local[2]), Spark session start-up included.
+- spark job: ``jobs.score.score_day`` into a DuckDB file (local[2]), Spark session start-up included;
+  again with the driver's class-data-sharing archive (``SESSIONREC_SPARK_CLASS_ARCHIVE``, jobs/spark.py),
+  the steady state of a nightly job: the first such run writes the archive when its JVM exits (its own
+  row, the writing in its stop seconds) and the runs after it map the archive.
 
 Peak memory is the largest summed RSS of the process and its children (the JVM and Python workers for
 Spark), sampled every 0.1 s, as is their CPU time (start-up and imports included). The machine is
@@ -152,22 +155,24 @@ def measure_recommender(sessions_file: str, model_dir: str, top_k: int) -> dict[
 
 
 def measure_spark_job(lake: str, model_uri: str, tracking_uri: str, warehouse_url: str, scratch: str,
-                      top_k: int) -> dict[str, Any]:
+                      top_k: int, class_archive: str | None = None) -> dict[str, Any]:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from jobs.score import score_day
-    from jobs.spark import build_session
+    from jobs.spark import build_session, stop_session
 
     start = time.perf_counter()
-    spark = build_session("bench-score", master="local[2]", scratch=Path(scratch))
+    spark = build_session("bench-score", master="local[2]", scratch=Path(scratch),
+                          class_archive=Path(class_archive) if class_archive else None)
     phases = {"spark_session": round(time.perf_counter() - start, 3)}
     try:
         record = score_day(spark, lake, DAY, model_uri, top_k, exclude_last=True,
                            warehouse_url=warehouse_url, tracking_uri=tracking_uri)
         seconds = time.perf_counter() - start
     finally:
-        spark.stop()
-    return {"seconds": seconds, "phase_seconds": {**phases, **record["phase_seconds"]},
-            "rows": record["rows_written"]}
+        stop_start = time.perf_counter()
+        stop_session(spark)
+    return {"seconds": seconds, "stop_seconds": round(time.perf_counter() - stop_start, 3),
+            "phase_seconds": {**phases, **record["phase_seconds"]}, "rows": record["rows_written"]}
 
 
 # --- the run ---
@@ -186,10 +191,17 @@ def bench_day(n_sessions: int, n_items: int, hidden: int, top_k: int, model_dir:
     runs = [
         ("floor: matmul + top-k", floor),
         ("recommender", in_fresh_process(measure_recommender, str(sessions_file), str(model_dir), top_k)),
-        ("spark job", in_fresh_process(measure_spark_job, str(lake), model_uri, tracking_uri,
-                                       f"duckdb://{root / f'warehouse-{n_sessions}.duckdb'}",
-                                       str(root / f"spark-{n_sessions}"), top_k)),
     ]
+    archive = root / "class-archive" / "bench-score.jsa"
+    variants = [("spark job", None)]
+    if not archive.exists():
+        variants.append(("spark job, writes archive", archive))
+    variants.append(("spark job, class archive", archive))
+    for number, (name, class_archive) in enumerate(variants):
+        runs.append((name, in_fresh_process(measure_spark_job, str(lake), model_uri, tracking_uri,
+                                            f"duckdb://{root / f'warehouse-{n_sessions}-{number}.duckdb'}",
+                                            str(root / f"spark-{n_sessions}-{number}"), top_k,
+                                            str(class_archive) if class_archive else None)))
     return [{"sessions": n_sessions, "measurement": name, **result,
              "sessions_per_s": round(n_sessions / result["seconds"]),
              "vs_floor": round(result["seconds"] / floor["seconds"], 2),
@@ -197,17 +209,17 @@ def bench_day(n_sessions: int, n_items: int, hidden: int, top_k: int, model_dir:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    header = (f"{'sessions':>9}  {'measurement':<22} {'seconds':>8} {'sessions/s':>11} {'x floor':>8} "
+    header = (f"{'sessions':>9}  {'measurement':<26} {'seconds':>8} {'sessions/s':>11} {'x floor':>8} "
               f"{'CPU s':>8} {'CPU x floor':>11} {'peak RSS MB':>11}  load avg 1m before/after")
     print(header)
     print("-" * len(header))
     for row in rows:
-        print(f"{row['sessions']:>9}  {row['measurement']:<22} {row['seconds']:>8.1f} {row['sessions_per_s']:>11} "
+        print(f"{row['sessions']:>9}  {row['measurement']:<26} {row['seconds']:>8.1f} {row['sessions_per_s']:>11} "
               f"{row['vs_floor']:>8.2f} {row['cpu_seconds']:>8.1f} {row['cpu_vs_floor']:>11.2f} "
               f"{row['peak_rss_mb']:>11}  {row['load_avg_before'][0]:.2f} / {row['load_avg_after'][0]:.2f}")
         if "phase_seconds" in row:
             phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in row["phase_seconds"].items())
-            print(f"{'':>11}{'':<22} phases: {phases}")
+            print(f"{'':>11}{'':<26} phases: {phases}; stop {row['stop_seconds']:.1f} s")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

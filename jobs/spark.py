@@ -18,13 +18,20 @@ gets these defaults for every key nobody set (spark-defaults.conf, ``PYSPARK_SUB
   local day does not run Spark's 200 shuffle partitions as 200 mostly empty tasks;
 - no web UI and no console progress bar (a batch job on a shared machine);
 - the parallel (throughput) garbage collector for the driver JVM (:data:`LOCAL_DRIVER_GC`);
+- with ``Settings.spark_class_archive`` set (``SESSIONREC_SPARK_CLASS_ARCHIVE``, off by default), a Java
+  class-data-sharing archive of the classes the driver loaded: the first run writes it when its JVM exits
+  (:func:`stop_session`), later runs map it instead of loading and verifying Spark's classes again. Each
+  job and Spark version has its own file; after a Java upgrade the JVM warns and runs without it (delete
+  the folder then);
 - Spark's warehouse, Derby's home and Spark's temporary files under a scratch folder (``Settings.home``),
   never in the working directory.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +43,8 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
     from sessionrec.config import Settings
+
+logger = logging.getLogger(__name__)
 
 PARQUET_TIMESTAMP_TYPE_KEY = "spark.sql.parquet.outputTimestampType"
 PARQUET_TIMESTAMP_TYPE = "TIMESTAMP_MICROS"
@@ -55,14 +64,21 @@ DRIVER_MEMORY_KEY = "spark.driver.memory"
 # runs every task on a few cores gets more of them for its work from the throughput collector.
 LOCAL_DRIVER_GC = "-XX:+UseParallelGC"
 
+# How long a JVM may take to write its class archive and exit before it is killed (and no archive kept).
+ARCHIVE_WRITE_TIMEOUT_S = 300
+# The class archive being written by this process's JVM at its exit, and where it goes once complete.
+_archive_in_progress: tuple[Path, Path] | None = None
+
 
 def build_session(app_name: str, master: str | None = None, scratch: Path | None = None,
-                  driver_memory: str = "2g") -> SparkSession:
+                  driver_memory: str = "2g", class_archive: Path | None = None) -> SparkSession:
     """The session of a job: :data:`REQUIRED` always; the local defaults only when this call starts Spark.
 
     ``master`` None keeps whatever spark-submit configured (so ``--master`` on the command line wins), or
     Spark's local[*] when this process starts Spark itself; a value sets it. An already running session (a
-    test's shared one) is returned with :data:`REQUIRED` applied.
+    test's shared one) is returned with :data:`REQUIRED` applied. ``class_archive`` is the driver's
+    class-data-sharing archive for a local JVM this call starts (stop the session with :func:`stop_session`
+    so that a first run puts it in place).
     """
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
@@ -79,7 +95,7 @@ def build_session(app_name: str, master: str | None = None, scratch: Path | None
         # Local Python workers must run this interpreter (with pyarrow, torch and the project), not
         # whatever `python3` is first on PATH. Cluster runs set PYSPARK_PYTHON in their environment.
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    launch_settings = _launch_settings(scratch, starts_local) if starts_spark else {}
+    launch_settings = _launch_settings(scratch, starts_local, class_archive) if starts_spark else {}
     launch = {DRIVER_MEMORY_KEY: driver_memory, **launch_settings} if starts_spark else None
     conf = _configuration(app_name, master, launch)
     if starts_spark and conf.get("spark.master", "local[*]").startswith("local"):
@@ -112,10 +128,13 @@ def _configuration(app_name: str, master: str | None, launch: dict[str, str] | N
     return conf
 
 
-def _launch_settings(scratch: Path | None, local: bool) -> dict[str, str]:
+def _launch_settings(scratch: Path | None, local: bool, class_archive: Path | None = None) -> dict[str, str]:
     """What the JVM this process starts needs from the beginning: the driver's Java options (UTC; for a
-    local master, whose driver runs every task, :data:`LOCAL_DRIVER_GC`) and the scratch folders."""
+    local master, whose driver runs every task, :data:`LOCAL_DRIVER_GC` and the class archive) and the
+    scratch folders."""
     driver_options = ["-Duser.timezone=UTC", *([LOCAL_DRIVER_GC] if local else [])]
+    if local and class_archive is not None:
+        driver_options.append(_class_archive_option(Path(class_archive).resolve()))
     scratch_settings: dict[str, str] = {}
     if scratch is not None:
         scratch = Path(scratch).resolve()
@@ -125,6 +144,57 @@ def _launch_settings(scratch: Path | None, local: bool) -> dict[str, str]:
                             "spark.local.dir": str(scratch / "spark-local"),
                             "spark.executor.extraJavaOptions": "-Duser.timezone=UTC"}
     return {**scratch_settings, "spark.driver.extraJavaOptions": " ".join(driver_options)}
+
+
+def _class_archive_option(archive: Path) -> str:
+    """Map ``archive`` when it exists; else have the JVM write its classes at exit to a file of this
+    process's own, which :func:`stop_session` renames to ``archive`` once the JVM is gone (so a reader
+    never maps a half-written archive, and two first runs never write the same file)."""
+    global _archive_in_progress
+    if archive.exists():
+        return f"-XX:SharedArchiveFile={archive}"
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    partial = archive.with_name(f"{archive.name}.{os.getpid()}.partial")
+    _archive_in_progress = (partial, archive)
+    return f"-XX:ArchiveClassesAtExit={partial}"
+
+
+def class_archive(settings: Settings, app_name: str) -> Path | None:
+    """The class archive of job ``app_name`` and this Spark version in the settings' archive folder (a Spark
+    upgrade starts a new one); None when archives are off."""
+    import pyspark
+
+    if not settings.spark_class_archive:
+        return None
+    return Path(settings.spark_class_archive) / f"{app_name}-spark-{pyspark.__version__}.jsa"
+
+
+def stop_session(spark: SparkSession) -> None:
+    """Stop ``spark``; when its JVM is writing a class archive, end the JVM, wait until the archive is
+    written and put it in place. A later session in this process then starts a new JVM."""
+    global _archive_in_progress
+    from pyspark import SparkContext
+
+    spark.stop()
+    if _archive_in_progress is None or SparkContext._gateway is None:
+        return
+    partial, archive = _archive_in_progress
+    _archive_in_progress = None
+    jvm = SparkContext._gateway.proc
+    jvm.stdin.close()  # the driver JVM exits when its Python side closes the pipe
+    try:
+        jvm.wait(timeout=ARCHIVE_WRITE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        jvm.kill()
+        jvm.wait()
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+    if jvm.returncode == 0 and partial.exists():
+        partial.replace(archive)
+        logger.info("class archive of the driver JVM written to %s", archive)
+    else:
+        partial.unlink(missing_ok=True)
+        logger.warning("no class archive written to %s (the JVM ended with %s)", archive, jvm.returncode)
 
 
 @contextmanager
@@ -138,9 +208,10 @@ def job_session(app_name: str, master: str | None, settings: Settings) -> Iterat
 
     reusing = SparkSession.getActiveSession() is not None
     spark = build_session(app_name, master=master, scratch=settings.work_area.spark_scratch,
-                          driver_memory=settings.spark_driver_memory)
+                          driver_memory=settings.spark_driver_memory,
+                          class_archive=class_archive(settings, app_name))
     try:
         yield spark
     finally:
         if not reusing:
-            spark.stop()
+            stop_session(spark)

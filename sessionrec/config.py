@@ -44,6 +44,9 @@ class Settings:
     raw: str = ""
     spark_master: str = "local[*]"
     spark_driver_memory: str = "2g"
+    # Folder of the driver JVM's class-data-sharing archives (one per job) for jobs that start a local
+    # Spark themselves; empty: none (jobs/spark.py).
+    spark_class_archive: str = ""
     # MLflow stores. Empty: the standard MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI when set (see
     # STANDARD_ENV), else the embedded SQLite file; the registry defaults to the tracking store.
     mlflow_tracking_uri: str = ""

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyspark
+
 PROJECT = Path(__file__).resolve().parents[2]
 PROBE = """
 import json, sys
@@ -73,3 +75,43 @@ def test_a_job_starting_its_own_local_master_gets_the_local_defaults_under_the_u
     assert (conf["spark.app.name"], conf["spark.master"]) == ("probe", "local[*]")
     assert conf["spark.sql.session.timeZone"] == "UTC"
     assert conf["gc"] == ["PS MarkSweep", "PS Scavenge"]  # the throughput collector (jobs.spark.LOCAL_DRIVER_GC)
+
+
+ARCHIVE_PROBE = """
+import json
+from pathlib import Path
+from jobs.spark import job_session
+from sessionrec.config import load_settings
+
+def mapped_archives(spark):
+    pid = spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
+    maps = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    return sorted({line.split()[-1] for line in maps if line.endswith(".jsa")})
+
+runs = []
+for _ in range(2):
+    with job_session("probe", "local[1]", load_settings()) as spark:
+        runs.append({"rows": spark.range(1000).count(), "archives": mapped_archives(spark)})
+print("PROBE " + json.dumps(runs))
+"""
+
+
+def test_the_first_local_run_writes_the_class_archive_and_the_next_maps_it(tmp_path: Path) -> None:
+    script = tmp_path / "archive_probe.py"
+    script.write_text(ARCHIVE_PROBE)
+    archives = tmp_path / "archives"
+    environment = {**os.environ, "PYTHONPATH": str(PROJECT), "PYSPARK_PYTHON": sys.executable,
+                   "SESSIONREC_HOME": str(tmp_path / "home"), "SESSIONREC_SPARK_CLASS_ARCHIVE": str(archives)}
+    environment.pop("PYSPARK_GATEWAY_PORT", None)
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=environment, capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("PROBE ")]
+    first, second = json.loads(line.removeprefix("PROBE "))
+    archive = str(archives / f"probe-spark-{pyspark.__version__}.jsa")
+    # The first session loads its classes and writes them when its JVM ends; the second (a new JVM in the
+    # same process) maps that archive, and nothing half-written is left beside it.
+    assert first["rows"] == second["rows"] == 1000
+    assert archive not in first["archives"]
+    assert archive in second["archives"]
+    assert [str(path) for path in archives.iterdir()] == [archive]
