@@ -16,7 +16,8 @@ gets these defaults for every key nobody set (spark-defaults.conf, ``PYSPARK_SUB
 - ``spark.driver.memory``: ``Settings.spark_driver_memory`` (``SESSIONREC_SPARK_DRIVER_MEMORY``, 2g);
 - adaptive query execution on, partitions coalesced after a shuffle (:data:`LOCAL_DEFAULTS`), so a small
   local day does not run Spark's 200 shuffle partitions as 200 mostly empty tasks;
-- no web UI and no console progress bar (a batch job on a shared machine);
+- no web UI and no console progress bar (a batch job on a shared machine; the bar is off from the JVM's
+  launch, :data:`LOCAL_LAUNCH_DEFAULTS`);
 - the parallel (throughput) garbage collector for the driver JVM (:data:`LOCAL_DRIVER_GC`);
 - with ``Settings.spark_class_archive`` set (``SESSIONREC_SPARK_CLASS_ARCHIVE``, off by default), a Java
   class-data-sharing archive of the classes the driver loaded: the first run writes it when its JVM exits
@@ -57,8 +58,10 @@ LOCAL_DEFAULTS = {
     "spark.sql.adaptive.enabled": "true",
     "spark.sql.adaptive.coalescePartitions.enabled": "true",
     "spark.ui.enabled": "false",
-    "spark.ui.showConsoleProgress": "false",
 }
+# Set on the launched JVM's command line, not as a default afterwards: the pyspark-shell launcher turns the
+# console progress bar on before this code sees the configuration.
+LOCAL_LAUNCH_DEFAULTS = {"spark.ui.showConsoleProgress": "false"}
 DRIVER_MEMORY_KEY = "spark.driver.memory"
 # Java's default collector on a server-class machine is G1, built for short pauses; a batch job whose driver
 # runs every task on a few cores gets more of them for its work from the throughput collector.
@@ -130,8 +133,8 @@ def _configuration(app_name: str, master: str | None, launch: dict[str, str] | N
 
 def _launch_settings(scratch: Path | None, local: bool, class_archive: Path | None = None) -> dict[str, str]:
     """What the JVM this process starts needs from the beginning: the driver's Java options (UTC; for a
-    local master, whose driver runs every task, :data:`LOCAL_DRIVER_GC` and the class archive) and the
-    scratch folders."""
+    local master, whose driver runs every task, :data:`LOCAL_DRIVER_GC` and the class archive), the
+    scratch folders and, for a local master, :data:`LOCAL_LAUNCH_DEFAULTS`."""
     driver_options = ["-Duser.timezone=UTC", *([LOCAL_DRIVER_GC] if local else [])]
     if local and class_archive is not None:
         driver_options.append(_class_archive_option(Path(class_archive).resolve()))
@@ -143,7 +146,8 @@ def _launch_settings(scratch: Path | None, local: bool, class_archive: Path | No
         scratch_settings = {"spark.sql.warehouse.dir": str(scratch / "spark-warehouse"),
                             "spark.local.dir": str(scratch / "spark-local"),
                             "spark.executor.extraJavaOptions": "-Duser.timezone=UTC"}
-    return {**scratch_settings, "spark.driver.extraJavaOptions": " ".join(driver_options)}
+    return {**(LOCAL_LAUNCH_DEFAULTS if local else {}), **scratch_settings,
+            "spark.driver.extraJavaOptions": " ".join(driver_options)}
 
 
 def _class_archive_option(archive: Path) -> str:
