@@ -60,7 +60,8 @@ LOCAL_DEFAULTS = {
     "spark.ui.enabled": "false",
 }
 # Set on the launched JVM's command line, not as a default afterwards: the pyspark-shell launcher turns the
-# console progress bar on before this code sees the configuration.
+# console progress bar on before this code sees the configuration. Being on the command line, it outranks
+# spark-defaults.conf; PYSPARK_SUBMIT_ARGS, which comes after it, still turns the bar back on.
 LOCAL_LAUNCH_DEFAULTS = {"spark.ui.showConsoleProgress": "false"}
 DRIVER_MEMORY_KEY = "spark.driver.memory"
 # Java's default collector on a server-class machine is G1, built for short pauses; a batch job whose driver

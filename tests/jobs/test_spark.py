@@ -81,7 +81,6 @@ def test_a_local_job_draws_no_console_progress_bar(tmp_path: Path) -> None:
     # pyspark-shell turns the bar on at launch; a batch job's log must not fill with it.
     conf = probe(tmp_path, [sys.executable], {"PYSPARK_SUBMIT_ARGS": "pyspark-shell"})
     assert conf["spark.ui.showConsoleProgress"] == "false"
-    assert conf["spark.ui.enabled"] == "false"
 
 
 ARCHIVE_PROBE = """
