@@ -7,8 +7,9 @@ items drawn from a Zipf-like popularity over the vocabulary, 2% of events with a
 not know), and a random-init GRU4Rec (hidden 100, 50k items, CPU) is registered in a throwaway MLflow
 store. Three measurements, each in a fresh process so its peak memory is its own:
 
-- floor: N hidden states times the item-embedding matrix in one big torch matmul plus top-k, chunked
-  like the Recommender (the work no scorer of this model can skip);
+- floor: N hidden states times the item-embedding matrix in torch matmuls plus top-k, in chunks of as
+  many rows as the Recommender puts in one chunk on the CPU (``model.recommender.rows_per_chunk``: the
+  work no scorer of this model can skip, done the fastest way the Recommender knows);
 - recommender: ``Recommender.recommend`` over the sessions in batches of 10,000 (what a Spark worker
   does per Arrow batch), including the conversion of the Arrow lists to Python lists;
 - spark job: ``jobs.score.score_day`` into a DuckDB file (local[2]), Spark session start-up included;
@@ -46,7 +47,6 @@ DAY = date(2026, 11, 21)
 MODEL_NAME = "gru4rec-bench"
 UNKNOWN_SHARE = 0.02
 BATCH_SESSIONS = 10_000
-FLOOR_CHUNK = 2048
 
 
 # --- inputs ---
@@ -122,18 +122,21 @@ def register_model(model_dir: Path, tracking_uri: str, artifact_root: Path) -> s
 # --- measurements (each runs in a fresh process) ---
 
 def measure_floor(n_sessions: int, n_items: int, hidden: int, top_k: int) -> dict[str, Any]:
-    """N hidden states times a [hidden, items] matrix, chunked, plus top-k: the cost floor."""
+    """N hidden states times a [hidden, items] matrix plus top-k, chunked like the Recommender: the cost floor."""
     import torch
 
+    from model.recommender import DEFAULT_CHUNK_SIZE, rows_per_chunk
+
+    chunk = rows_per_chunk(DEFAULT_CHUNK_SIZE, n_items, torch.device("cpu"))
     with torch.inference_mode():
         items = torch.randn(hidden, n_items)
-        states = torch.randn(min(n_sessions, FLOOR_CHUNK), hidden)
+        states = torch.randn(min(n_sessions, chunk), hidden)
         start = time.perf_counter()
-        for begin in range(0, n_sessions, FLOOR_CHUNK):
-            rows = states[: min(FLOOR_CHUNK, n_sessions - begin)]
+        for begin in range(0, n_sessions, chunk):
+            rows = states[: min(chunk, n_sessions - begin)]
             torch.topk(rows @ items, top_k, dim=1)
         seconds = time.perf_counter() - start
-    return {"seconds": seconds, "torch_threads": torch.get_num_threads()}
+    return {"seconds": seconds, "torch_threads": torch.get_num_threads(), "chunk_rows": chunk}
 
 
 def measure_recommender(sessions_file: str, model_dir: str, top_k: int) -> dict[str, Any]:

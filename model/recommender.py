@@ -117,7 +117,7 @@ def encode_sessions(sessions: Sequence[Sequence[str]], vocabulary: Vocabulary) -
     return EncodedSessions(idx[known], offsets, int((~known).sum()))
 
 
-def _rows_per_chunk(chunk_size: int, n_items: int, device: torch.device) -> int:
+def rows_per_chunk(chunk_size: int, n_items: int, device: torch.device) -> int:
     """``chunk_size``, or on the CPU fewer, so that a chunk's float32 score matrix stays within
     :data:`CPU_SCORE_MATRIX_BYTES`."""
     if device.type != "cpu":
@@ -140,7 +140,7 @@ class Recommender:
         self.model = model.to(torch.device(device)).eval()
         self.device = self.model.device  # a CPU-only family stays on the CPU
         self.vocabulary = vocabulary
-        self._chunk_rows = _rows_per_chunk(chunk_size, model.n_items, self.device)
+        self._chunk_rows = rows_per_chunk(chunk_size, model.n_items, self.device)
         self.max_session_events = max_session_events
         if model.n_items != len(vocabulary):
             raise ValueError(f"the network scores {model.n_items} items but the vocabulary holds "
