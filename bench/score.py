@@ -15,7 +15,9 @@ store. Three measurements, each in a fresh process so its peak memory is its own
 - spark job: ``jobs.score.score_day`` into a DuckDB file (local[2]), Spark session start-up included;
   again with the driver's class-data-sharing archive (``SESSIONREC_SPARK_CLASS_ARCHIVE``, jobs/spark.py),
   the steady state of a nightly job: the first such run writes the archive when its JVM exits (its own
-  row, the writing in its stop seconds) and the runs after it map the archive.
+  row, the writing in its stop seconds) and the runs after it map the archive;
+- warehouse reload: the day's recommendations loaded again into the first job's warehouse, which holds the
+  day already (a rerun's load: delete, insert, key check, commit).
 
 Peak memory is the largest summed RSS of the process and its children (the JVM and Python workers for
 Spark), sampled every 0.1 s, as is their CPU time (start-up and imports included). The machine is
@@ -178,6 +180,16 @@ def measure_spark_job(lake: str, model_uri: str, tracking_uri: str, warehouse_ur
             "phase_seconds": {**phases, **record["phase_seconds"]}, "rows": record["rows_written"]}
 
 
+def measure_warehouse_reload(lake: str, warehouse_url: str) -> dict[str, Any]:
+    from jobs import warehouse
+
+    source = Lake(lake).recommendations(DAY)
+    with warehouse.connect(warehouse_url) as target:
+        start = time.perf_counter()
+        rows = target.replace_partition(DAY, warehouse.read_rows(source), source=source)
+        return {"seconds": time.perf_counter() - start, "rows": rows}
+
+
 # --- the run ---
 
 def bench_day(n_sessions: int, n_items: int, hidden: int, top_k: int, model_dir: Path, model_uri: str,
@@ -200,11 +212,12 @@ def bench_day(n_sessions: int, n_items: int, hidden: int, top_k: int, model_dir:
     if not archive.exists():
         variants.append(("spark job, writes archive", archive))
     variants.append(("spark job, class archive", archive))
+    warehouses = [f"duckdb://{root / f'warehouse-{n_sessions}-{number}.duckdb'}" for number in range(len(variants))]
     for number, (name, class_archive) in enumerate(variants):
-        runs.append((name, in_fresh_process(measure_spark_job, str(lake), model_uri, tracking_uri,
-                                            f"duckdb://{root / f'warehouse-{n_sessions}-{number}.duckdb'}",
+        runs.append((name, in_fresh_process(measure_spark_job, str(lake), model_uri, tracking_uri, warehouses[number],
                                             str(root / f"spark-{n_sessions}-{number}"), top_k,
                                             str(class_archive) if class_archive else None)))
+    runs.append(("warehouse reload", in_fresh_process(measure_warehouse_reload, str(lake), warehouses[0])))
     return [{"sessions": n_sessions, "measurement": name, **result,
              "sessions_per_s": round(n_sessions / result["seconds"]),
              "vs_floor": round(result["seconds"] / floor["seconds"], 2),

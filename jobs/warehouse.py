@@ -3,16 +3,21 @@
 One small interface, :class:`Warehouse`, chosen by URL with :func:`connect`:
 
 - ``duckdb:///abs/path/warehouse.duckdb``: an embedded DuckDB file (the default); rows go in through
-  DuckDB's native Arrow scan.
-- ``postgresql://user:password@host:port/database`` (or ``postgres://``): PostgreSQL; rows go in through
-  ``COPY ... FROM STDIN`` in CSV format, each Arrow batch rendered by Arrow's CSV writer (no per-row
-  Python). Fields left out of the URL come from the standard libpq ``PG*`` environment variables.
+  DuckDB's native Arrow scan. The table declares no primary key: DuckDB backs one with an in-memory ART
+  index that every load and every delete of a day's rows must maintain, which made reloading a day many
+  times slower than loading it. The key ``(ds, session_id, rank)`` is checked inside each load's
+  transaction instead (:class:`DuplicateKeys`). A table made with the key by an earlier version is
+  accepted as it is.
+- ``postgresql://user:password@host:port/database`` (or ``postgres://``): PostgreSQL, whose table declares
+  the primary key; rows go in through ``COPY ... FROM STDIN`` in CSV format, each Arrow batch rendered by
+  Arrow's CSV writer (no per-row Python). Fields left out of the URL come from the standard libpq ``PG*``
+  environment variables.
 
 The URL is configuration (``Settings.warehouse_url``, i.e. ``SESSIONREC_WAREHOUSE_URL``); an Airflow DAG
 passes the URL it builds from its Airflow connection. No credentials live in code.
 
 :meth:`Warehouse.replace_partition` replaces day D in one transaction (delete D, bulk insert, count,
-commit), so readers see the old rows or the new rows, never a mix, and a failure at any point before the
+key check, commit), so readers see the old rows or the new rows, never a mix, and a failure at any point before the
 commit leaves the previous rows in place.
 """
 
@@ -76,6 +81,10 @@ class RowCountMismatch(RuntimeError):
     """The partition holds a different number of rows than the caller expected; nothing was committed."""
 
 
+class DuplicateKeys(RuntimeError):
+    """The rows loaded hold a key ``(ds, session_id, rank)`` more than once; nothing was committed."""
+
+
 def read_rows(path: str | Path) -> pa.RecordBatchReader:
     """Stream the rows of a Parquet file or folder (Spark's output; ``_SUCCESS`` and ``.crc`` skipped)."""
     dataset = pads.dataset(str(path), format="parquet")
@@ -107,8 +116,12 @@ def conform(batches: Iterable[pa.RecordBatch], ds: date, source: str = "rows") -
         yield conformed
 
 
-def schema_problems(existing: dict[str, str], primary_key: tuple[str, ...], dialect: str) -> list[str]:
-    """What differs between an existing table (column -> type as the back end names it) and the contract."""
+def schema_problems(existing: dict[str, str], primary_key: tuple[str, ...], dialect: str,
+                    key_declared: bool = True) -> list[str]:
+    """What differs between an existing table (column -> type as the back end names it) and the contract.
+
+    ``key_declared`` False (a back end that checks the key on load): a table without a primary key is
+    accepted too."""
     problems = []
     for column in COLUMNS:
         expected = getattr(column, dialect)
@@ -117,7 +130,7 @@ def schema_problems(existing: dict[str, str], primary_key: tuple[str, ...], dial
             problems.append(f"column {column.name} is missing (expected type {expected})")
         elif found.lower() != expected.lower():
             problems.append(f"column {column.name} has type {found}, expected {expected}")
-    if primary_key != PRIMARY_KEY:
+    if primary_key != PRIMARY_KEY and (key_declared or primary_key):
         found_key = f"({', '.join(primary_key)})" if primary_key else "none"
         problems.append(f"primary key is {found_key}, expected ({', '.join(PRIMARY_KEY)})")
     return problems
@@ -127,6 +140,8 @@ class Warehouse(ABC):
     """A SQL database holding :data:`TABLE`. Use as a context manager, or call :meth:`close`."""
 
     dialect: str
+    # Whether the table this back end creates declares PRIMARY_KEY (else each load checks it, _check_key).
+    key_declared: bool
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -145,24 +160,32 @@ class Warehouse(ABC):
             self._create_table()
             logger.info("created table %s in %s", TABLE, redact(self.url))
             return
-        problems = schema_problems(existing, self._primary_key(), self.dialect)
+        primary_key = self._primary_key()
+        problems = schema_problems(existing, primary_key, self.dialect, self.key_declared)
         if problems:
             raise WarehouseSchemaError(f"table {TABLE} in {redact(self.url)} does not match the contract "
                                        f"(docs/CONTRACTS.md section 5): {'; '.join(problems)}")
+        if primary_key and not self.key_declared:
+            logger.warning("table %s in %s has a primary key index, which makes each reload of a day slow; "
+                           "loads check the key themselves, so a copy without the key loads faster",
+                           TABLE, redact(self.url))
 
     def replace_partition(self, ds: date, batches: Iterable[pa.RecordBatch], expected_rows: int | None = None,
                           before_commit: Callable[[], None] | None = None, source: str = "rows") -> int:
         """Replace partition ``ds`` with ``batches`` in one transaction; returns the rows now in it.
 
-        The row count is checked inside the transaction, so a mismatch raises :class:`RowCountMismatch`
-        and leaves the previous rows untouched. ``before_commit`` runs last inside the transaction (an
-        operational hook, e.g. a final check; an exception from it rolls everything back).
+        The key and the row count are checked inside the transaction: a repeated key raises
+        :class:`DuplicateKeys` (or the database's own key violation) and a count mismatch
+        :class:`RowCountMismatch`, either leaving the previous rows untouched. ``before_commit`` runs last
+        inside the transaction (an operational hook, e.g. a final check; an exception from it rolls
+        everything back).
         """
         self.ensure_table()
         with self._transaction():
             self._lock_partition(ds)
             deleted = self._delete_partition(ds)
             self._insert(conform(batches, ds, source))
+            self._check_key(ds, source)
             loaded = self.count(ds)
             if expected_rows is not None and loaded != expected_rows:
                 raise RowCountMismatch(f"{TABLE} partition ds={ds}: {loaded} rows loaded from {source}, "
@@ -210,10 +233,16 @@ class Warehouse(ABC):
     @abstractmethod
     def _insert(self, batches: Iterator[pa.RecordBatch]) -> None: ...
 
+    @abstractmethod
+    def _check_key(self, ds: date, source: str) -> None:
+        """Raise :class:`DuplicateKeys` when partition ``ds`` holds a key twice (called inside the transaction)."""
 
-def _create_statement(dialect: str) -> str:
-    columns = ", ".join(f"{c.name} {getattr(c, dialect)} NOT NULL" for c in COLUMNS)
-    return f"CREATE TABLE IF NOT EXISTS {TABLE} ({columns}, PRIMARY KEY ({', '.join(PRIMARY_KEY)}))"
+
+def _create_statement(dialect: str, key_declared: bool) -> str:
+    columns = [f"{c.name} {getattr(c, dialect)} NOT NULL" for c in COLUMNS]
+    if key_declared:
+        columns.append(f"PRIMARY KEY ({', '.join(PRIMARY_KEY)})")
+    return f"CREATE TABLE IF NOT EXISTS {TABLE} ({', '.join(columns)})"
 
 
 _SELECT_PARTITION = f"SELECT {', '.join(COLUMN_NAMES)} FROM {TABLE} WHERE ds = {{param}} ORDER BY session_id, rank"
@@ -223,6 +252,7 @@ class DuckDBWarehouse(Warehouse):
     """An embedded DuckDB file. One process at a time may write it (DuckDB's own rule)."""
 
     dialect = "duckdb"
+    key_declared = False
 
     def __init__(self, url: str, path: Path) -> None:
         import duckdb
@@ -257,7 +287,7 @@ class DuckDBWarehouse(Warehouse):
         return tuple(row[0]) if row else ()
 
     def _create_table(self) -> None:
-        self._con.execute(_create_statement(self.dialect))
+        self._con.execute(_create_statement(self.dialect, self.key_declared))
 
     def _transaction(self) -> AbstractContextManager[None]:
         return _DuckDBTransaction(self._con)
@@ -291,6 +321,15 @@ class DuckDBWarehouse(Warehouse):
         finally:
             self._con.unregister("staged_recommendations")
 
+    def _check_key(self, ds: date, source: str) -> None:
+        key = ", ".join(PRIMARY_KEY)
+        repeated = self._con.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM {TABLE} WHERE ds = ? GROUP BY {key} HAVING count(*) > 1)",
+            [ds]).fetchone()[0]
+        if repeated:
+            raise DuplicateKeys(f"{TABLE} partition ds={ds}: {repeated} duplicate key(s) ({key}) in the rows "
+                                f"loaded from {source}; rolled back, previous rows kept")
+
 
 class _DuckDBTransaction(AbstractContextManager[None]):
     def __init__(self, con: object) -> None:
@@ -311,6 +350,7 @@ class PostgresWarehouse(Warehouse):
     """PostgreSQL through psycopg 3; rows are bulk-loaded with ``COPY ... FROM STDIN (FORMAT csv)``."""
 
     dialect = "postgres"
+    key_declared = True
 
     def __init__(self, url: str) -> None:
         import psycopg
@@ -346,7 +386,7 @@ class PostgresWarehouse(Warehouse):
         return tuple(row[0] for row in rows)
 
     def _create_table(self) -> None:
-        self._conn.execute(_create_statement(self.dialect))
+        self._conn.execute(_create_statement(self.dialect, self.key_declared))
 
     def _transaction(self) -> AbstractContextManager[None]:
         return self._conn.transaction()
@@ -357,6 +397,9 @@ class PostgresWarehouse(Warehouse):
 
     def _delete_partition(self, ds: date) -> int:
         return self._conn.execute(f"DELETE FROM {TABLE} WHERE ds = %s", [ds]).rowcount
+
+    def _check_key(self, ds: date, source: str) -> None:
+        """Nothing to do: the table's primary key made the insert fail on a repeated key."""
 
     def _insert(self, batches: Iterator[pa.RecordBatch]) -> None:
         options = pacsv.WriteOptions(include_header=False)
