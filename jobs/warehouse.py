@@ -145,6 +145,7 @@ class Warehouse(ABC):
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._key_index_reported = False
 
     def __enter__(self) -> Warehouse:
         return self
@@ -165,7 +166,8 @@ class Warehouse(ABC):
         if problems:
             raise WarehouseSchemaError(f"table {TABLE} in {redact(self.url)} does not match the contract "
                                        f"(docs/CONTRACTS.md section 5): {'; '.join(problems)}")
-        if primary_key and not self.key_declared:
+        if primary_key and not self.key_declared and not self._key_index_reported:
+            self._key_index_reported = True
             logger.warning("table %s in %s has a primary key index, which makes each reload of a day slow; "
                            "loads check the key themselves, so a copy without the key loads faster",
                            TABLE, redact(self.url))

@@ -120,7 +120,8 @@ def test_key_violation_in_the_middle_of_the_load_keeps_the_previous_rows(warehou
     assert warehouse.read_partition(DAY).column("model_version").to_pylist() == ["old"] * 6
 
 
-def test_duckdb_table_has_no_key_index_and_one_made_with_the_key_still_loads(tmp_path: Path) -> None:
+def test_duckdb_table_has_no_key_index_and_one_made_with_the_key_still_loads(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     url = f"duckdb://{tmp_path / 'new.duckdb'}"
     with connect(url) as warehouse:
         warehouse.ensure_table()
@@ -134,6 +135,7 @@ def test_duckdb_table_has_no_key_index_and_one_made_with_the_key_still_loads(tmp
         warehouse.replace_partition(DAY, recommendation_rows(DAY, 3, 2, version="1").to_batches())
         assert warehouse.replace_partition(DAY, recommendation_rows(DAY, 4, 2, version="2").to_batches()) == 8
         assert warehouse._primary_key() == ("ds", "session_id", "rank")
+    assert sum("has a primary key index" in r.getMessage() for r in caplog.records) == 1  # once per connection
 
 
 def test_row_count_mismatch_fails_loudly_and_rolls_back(warehouse: Warehouse) -> None:
