@@ -170,6 +170,7 @@ def track_selection(settings: Settings, ds: date, training_dir: Path, families: 
         def selected(family: str, validation: dict[str, dict[str, float]]) -> None:
             tracked.client.set_tag(tracked.run_id, FAMILY_TAG, family)
             tracked.client.set_tag(tracked.run_id, "selection_metric", select_options.get("metric", "recall@20"))
+            tracked.client.set_tag(tracked.run_id, "selection_tolerance", str(select_options.get("tolerance", 0.0)))
             tracked.log_params({**params[family], "families": {name: params[name] for name in families}})
             if preset is not None:
                 _log_presets(tracked, preset, tuned or {})
@@ -209,7 +210,7 @@ def train_and_log(settings: Settings, ds: date, family: str = AUTO,
     selection, run_id, model_uri = track_selection(
         settings, ds, training_dir, families, {name: values for name, (values, _) in chosen.items()},
         preset=preset, tuned={name: record for name, (_, record) in chosen.items()},
-        metric=settings.selection_metric, **options)
+        metric=settings.selection_metric, tolerance=settings.selection_tolerance, **options)
     return {**summary(selection.result, run_id, model_uri), "leaderboard": selection.leaderboard()}
 
 

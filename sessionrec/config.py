@@ -81,9 +81,12 @@ class Settings:
     # test events (a model trained on another clickstream).
     gate_min_coverage: float = 0.5
     # Model families nightly training fits (comma-separated, training/families.py); the one best on the
-    # validation split by selection_metric is the candidate.
+    # validation split by selection_metric is the candidate. Families within selection_tolerance (absolute)
+    # of the best count as tied, and the tie goes to MRR@20: a sliver of recall does not outweigh a ranking
+    # far worse, on which the gate would then refuse the candidate.
     families: str = "gru4rec,sr,vsknn"
     selection_metric: str = "recall@20"
+    selection_tolerance: float = 0.01
     # Scoring.
     top_k: int = 20
     exclude_last_item: bool = True
@@ -127,6 +130,8 @@ class Settings:
             raise ValueError(f"max_quarantine_share must be in [0, 1], got {self.max_quarantine_share}")
         if not 0.0 <= self.gate_min_coverage <= 1.0:
             raise ValueError(f"gate_min_coverage must be in [0, 1], got {self.gate_min_coverage}")
+        if self.selection_tolerance < 0.0:
+            raise ValueError(f"selection_tolerance must not be negative, got {self.selection_tolerance}")
         if not self.family_names:
             raise ValueError(f"families must name at least one model family, got {self.families!r}")
 

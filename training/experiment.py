@@ -216,19 +216,23 @@ class Selection:
         return sorted(rows, key=lambda row: -row[f"test_{self.metric}"])
 
 
-def choose(validation: Mapping[str, Mapping[str, float]], metric: str) -> str:
-    """The family with the best validation ``metric``; ties go to MRR@20, then to the first listed."""
+def choose(validation: Mapping[str, Mapping[str, float]], metric: str, tolerance: float = 0.0) -> str:
+    """The family with the best validation ``metric``. Families within ``tolerance`` (absolute) of the best
+    are tied; ties go to MRR@20, then to the better ``metric``, then to the first listed."""
     order = list(validation)
-    return max(order, key=lambda f: (validation[f][metric], validation[f]["mrr@20"], -order.index(f)))
+    best = max(validation[f][metric] for f in order)
+    tied = [f for f in order if validation[f][metric] >= best - tolerance]
+    return max(tied, key=lambda f: (validation[f]["mrr@20"], validation[f][metric], -order.index(f)))
 
 
 def select(training_dir: Path, families: Sequence[str], params: Mapping[str, Mapping[str, Any]] | None = None,
-           metric: str = "recall@20", device: str = "auto", output_dir: Path | None = None,
+           metric: str = "recall@20", tolerance: float = 0.0, device: str = "auto", output_dir: Path | None = None,
            checkpoint_dir: Path | None = None, baselines: Sequence[str] = tuple(BASELINES),
            on_epoch: OnEpoch | None = None, on_progress: Callable[[int, int, int], None] | None = None,
            cpu_threads: int | None = CPU_THREADS,
            on_selected: Callable[[str, dict[str, dict[str, float]]], None] | None = None) -> Selection:
-    """Choose among ``families`` on the validation split, then evaluate all of them on the test split.
+    """Choose among ``families`` on the validation split (:func:`choose`, with ``tolerance``), then evaluate
+    all of them on the test split.
 
     ``params`` holds each family's parameter overrides. ``on_epoch`` and ``on_progress`` follow the
     candidate's fit on train; ``on_selected(family, validation metrics)`` is called once the choice is
@@ -247,9 +251,10 @@ def select(training_dir: Path, families: Sequence[str], params: Mapping[str, Map
     vocabulary, train_tr, valid = load_training_set(training_dir, "tuning")
     validation = {family: fit_family(family, params.get(family), vocabulary, train_tr, valid, target,
                                      cpu_threads=cpu_threads).metrics for family in families}
-    chosen = choose(validation, metric)
-    logger.info("selected %s by validation %s: %s", chosen, metric,
-                {f: round(m[metric], 4) for f, m in validation.items()})
+    chosen = choose(validation, metric, tolerance)
+    logger.info("selected %s by validation %s (within %g of the best counts as tied; ties go to mrr@20): %s",
+                chosen, metric, tolerance,
+                {f: {metric: round(m[metric], 4), "mrr@20": round(m["mrr@20"], 4)} for f, m in validation.items()})
     if on_selected is not None:
         on_selected(chosen, validation)
     del train_tr, valid

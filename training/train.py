@@ -270,9 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         families = settings.family_names
         if args.mlflow:
             selection, run_id, model_uri = track_selection(settings, day, args.training_dir, families, overrides,
-                                                           metric=settings.selection_metric, **options)
+                                                           metric=settings.selection_metric,
+                                                           tolerance=settings.selection_tolerance, **options)
         else:
-            selection = select(args.training_dir, families, overrides, metric=settings.selection_metric, **options)
+            selection = select(args.training_dir, families, overrides, metric=settings.selection_metric,
+                               tolerance=settings.selection_tolerance, **options)
         result, report = selection.result, selection_report(selection)
         print(format_leaderboard(selection))
     else:

@@ -20,7 +20,7 @@ from lifecycle.registry import CHALLENGER, CHAMPION, force_promote, gate_and_pro
 from lifecycle.tracking import connect, training_run
 from model.data import load_split, read_vocabulary
 from sessionrec.config import Settings
-from training.experiment import select
+from training.experiment import choose, select
 from training.families import TRAINERS
 from training.train import main
 from training.tuned import TunedPreset, store_tuned
@@ -68,6 +68,24 @@ def test_selection_never_reads_the_test_split(training_dir: Path, tmp_path: Path
     selection = select(training_dir, FAMILIES, FAST, device="cpu", baselines=("pop", "sr"))
     assert selection.family == family and selection.validation == validation
     assert selection.result.metrics == selection.test[family] and selection.result.metrics["n_sessions"] == 100
+
+
+def test_a_sliver_of_recall_does_not_outweigh_a_far_worse_ranking() -> None:
+    """Validation figures of a make-run night: V-SKNN led on Recall@20 by 0.002 with half of SR's MRR@20, was
+    chosen, and the gate then refused it because the SR baseline beat it on both metrics of the test day."""
+    validation = {"gru4rec": {"recall@20": 0.8266, "mrr@20": 0.5713},
+                  "sr": {"recall@20": 0.8318, "mrr@20": 0.5873},
+                  "vsknn": {"recall@20": 0.8341, "mrr@20": 0.3243}}
+    assert choose(validation, "recall@20") == "vsknn"
+    assert choose(validation, "recall@20", tolerance=0.01) == "sr"
+    # Outside the tolerance the better recall wins, whatever the MRR.
+    assert choose(validation, "recall@20", tolerance=0.001) == "vsknn"
+    # Within it, equal MRR goes to the better recall, then to the first listed.
+    tied = {"a": {"recall@20": 0.80, "mrr@20": 0.5}, "b": {"recall@20": 0.805, "mrr@20": 0.5},
+            "c": {"recall@20": 0.805, "mrr@20": 0.5}}
+    assert choose(tied, "recall@20", tolerance=0.01) == "b"
+    with pytest.raises(ValueError, match="selection_tolerance must not be negative"):
+        Settings(selection_tolerance=-0.1)
 
 
 def test_a_model_of_another_clickstream_is_refused_by_coverage(
