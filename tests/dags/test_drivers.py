@@ -125,3 +125,20 @@ def test_a_free_preferred_port_is_kept_and_a_busy_requested_port_is_refused(list
         choose_ports([(listening, None)])
     with pytest.raises(RuntimeError, match=f"port {free} on 127.0.0.1 is in use"):
         choose_ports([(free, None), (free, None)])
+
+
+def test_make_run_completes_the_nightly_pipeline_on_the_embedded_defaults(tmp_path: Path) -> None:
+    """The README's first command (``make run`` is ``python -m sessionrec.run``) in a fresh work area: it
+    generates the demo clickstream, runs the three DAGs and ends with a champion serving every session.
+    Only a run on the demo data catches a default that lets its own pipeline refuse every model."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("SESSIONREC_", "MLFLOW_", "AIRFLOW"))}
+    env["SESSIONREC_HOME"] = str(tmp_path / "var")
+    result = subprocess.run([sys.executable, "-m", "sessionrec.run"], cwd=Path(__file__).resolve().parents[2],
+                            env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = result.stdout
+    assert "Gate on version 1: promoted" in summary and "Champion: gru4rec version 1" in summary
+    sessions = int(summary.split("Day ", 1)[1].split(": ", 1)[1].split(" sessions", 1)[0])
+    rows = int(summary.split("rows in session_recommendations", 1)[0].rsplit(": ", 1)[1])
+    assert sessions > 0 and rows == 20 * sessions
