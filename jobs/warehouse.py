@@ -16,9 +16,9 @@ One small interface, :class:`Warehouse`, chosen by URL with :func:`connect`:
 The URL is configuration (``Settings.warehouse_url``, i.e. ``SESSIONREC_WAREHOUSE_URL``); an Airflow DAG
 passes the URL it builds from its Airflow connection. No credentials live in code.
 
-:meth:`Warehouse.replace_partition` replaces day D in one transaction (delete D, bulk insert, count,
-key check, commit), so readers see the old rows or the new rows, never a mix, and a failure at any point before the
-commit leaves the previous rows in place.
+:meth:`Warehouse.replace_partition` replaces day D in one transaction (delete D, bulk insert, key check,
+count, commit), so readers see the old rows or the new rows, never a mix, and a failure at any point
+before the commit leaves the previous rows in place.
 """
 
 from __future__ import annotations
