@@ -5,6 +5,7 @@ ports."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -139,6 +140,7 @@ def test_make_run_completes_the_nightly_pipeline_on_the_embedded_defaults(tmp_pa
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = result.stdout
     assert "Gate on version 1: promoted" in summary and "Champion: gru4rec version 1" in summary
-    sessions = int(summary.split("Day ", 1)[1].split(": ", 1)[1].split(" sessions", 1)[0])
-    rows = int(summary.split("rows in session_recommendations", 1)[0].rsplit(": ", 1)[1])
-    assert sessions > 0 and rows == 20 * sessions
+    sessions = re.search(r"^Day \S+: (\d+) sessions", summary, re.MULTILINE)
+    rows = re.search(r": (\d+) rows in session_recommendations", summary)
+    assert sessions and rows, summary
+    assert int(sessions[1]) > 0 and int(rows[1]) == 20 * int(sessions[1])
