@@ -117,7 +117,7 @@ def conform(batches: Iterable[pa.RecordBatch], ds: date, source: str = "rows") -
 
 
 def schema_problems(existing: dict[str, str], primary_key: tuple[str, ...], dialect: str,
-                    key_declared: bool = True) -> list[str]:
+                    key_declared: bool) -> list[str]:
     """What differs between an existing table (column -> type as the back end names it) and the contract.
 
     ``key_declared`` False (a back end that checks the key on load): a table without a primary key is
