@@ -9,10 +9,9 @@ recent items in position order and counts what the model will not know.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import date
 
-import pyarrow as pa
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -114,15 +113,20 @@ def sequence_stats(sequences: DataFrame, max_events: int, path: str) -> dict[str
     return {key: int(row[key]) for key in STATS}
 
 
-def scoring_sequences(spark: SparkSession, lake: Lake, ds: date, known_item_ids: Sequence[str],
+def scoring_sequences(spark: SparkSession, lake: Lake, ds: date, known_items_file: str,
                       max_events: int) -> tuple[DataFrame, dict[str, int]]:
     """Day D's session sequences for scoring, each cut to its most recent ``max_events`` events
-    (checkpointed: read, checked, scored and counted from one pass over the day), and their counts."""
+    (checkpointed: read, checked, scored and counted from one pass over the day), and their counts.
+
+    ``known_items_file`` is a Parquet file with the model's item ids in an ``item_id`` column, where every
+    executor can read it (the lake): Spark reads it like any input, whereas a list handed over from the
+    driver travels inside a task, and a catalogue of millions of items would outgrow Spark's RPC message.
+    """
     if max_events < 1:
         raise ValueError(f"max_events must be a positive integer, got {max_events}")
     path = lake.sessions(ds)
     events = read_sessions(spark, path, SCORING_COLUMNS)
-    known_items = spark.createDataFrame(pa.table({"item_id": pa.array(known_item_ids, pa.string())}))
+    known_items = spark.read.parquet(known_items_file).select("item_id")
     partitions = SCORING_TASKS_PER_CORE * spark.sparkContext.defaultParallelism
     sequences = session_sequences(events, known_items, partitions, max_events).localCheckpoint()
     return sequences, sequence_stats(sequences, max_events, path)

@@ -12,7 +12,8 @@ Steps (docs/CONTRACTS.md sections 2, 5 and 6), each in the module that owns the 
    workers load it once each and keep it (jobs/model_cache.py).
 2. The day: ``sessions/ds=D/`` is read and checked, each session's most recent ``max_session_events``
    items (``Settings.crawler_max_events``: a crawler's session costs no more than that) put in
-   ``position`` order, and events whose item the model does not know counted (jobs/day_sessions.py).
+   ``position`` order, and events whose item the model does not know counted (jobs/day_sessions.py;
+   the model's vocabulary reaches the executors as a file in the run's staging folder of the lake).
 3. Sessions are scored inside Spark (``mapInArrow``), one Arrow batch of sessions at a time
    (``spark.sql.execution.arrow.maxRecordsPerBatch``, default 10,000).
 4. The rows are written to a staging folder of the lake and swapped in as ``recommendations/ds=D/``
@@ -53,7 +54,7 @@ from pyspark.sql import functions as F
 from jobs import warehouse
 from jobs.cli import add_master_argument, parse_day
 from jobs.day_sessions import scoring_sequences
-from jobs.lake import local_copy, replace_by_rename, staging_folder
+from jobs.lake import local_copy, replace_by_rename, staging_folder, upload
 from jobs.model_cache import ServedModel, download, recommend
 from jobs.run_record import PhaseTimer, write_run_record
 from jobs.score_health import health_figures
@@ -119,12 +120,15 @@ def score_day(spark: SparkSession, lake: str, ds: date, model_uri: str, top_k: i
     generated_at = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
     output = layout.recommendations(ds)
     with warehouse.connect(warehouse_url) as target, \
-            tempfile.TemporaryDirectory(prefix="sessionrec-score-") as scratch:
+            tempfile.TemporaryDirectory(prefix="sessionrec-score-") as scratch, \
+            staging_folder(spark, layout.staging("score", ds)) as staging:
         target.ensure_table()  # a table with the wrong schema fails the run before the scoring, not after
         model = resolve_model(model_uri, MlflowStore(tracking_uri, registry_uri), Path(scratch) / "model")
         vocabulary = read_vocabulary(model.local_dir / VOCABULARY_FILE)
+        known_items = f"{staging}/{VOCABULARY_FILE}"
+        upload(spark, model.local_dir / VOCABULARY_FILE, known_items)
         timer.lap("model")
-        sequences, stats = scoring_sequences(spark, layout, ds, vocabulary.item_ids, max_session_events)
+        sequences, stats = scoring_sequences(spark, layout, ds, known_items, max_session_events)
         expected = expected_rows(stats["sessions"], len(vocabulary), top_k, exclude_last)
         logger.info("%s: %d sessions, %d events (%d with an item unknown to the model), %d fallback sessions, "
                     "%d sessions cut to their last %d events (%.1f s); scoring with %s version %s", ds,
@@ -132,9 +136,8 @@ def score_day(spark: SparkSession, lake: str, ds: date, model_uri: str, top_k: i
                     stats["truncated_sessions"], max_session_events, timer.lap("sessions"), model.name,
                     model.version)
         rows = with_run_columns(recommend(sequences, model, top_k, exclude_last), ds, model, generated_at)
-        with staging_folder(spark, layout.staging("score", ds)) as staging:
-            rows.write.parquet(f"{staging}/recommendations")
-            replace_by_rename(spark, f"{staging}/recommendations", output, f"{staging}/previous")
+        rows.write.parquet(f"{staging}/recommendations")
+        replace_by_rename(spark, f"{staging}/recommendations", output, f"{staging}/previous")
         logger.info("scored %d sessions in %.1f s; recommendations in %s", stats["sessions"],
                     timer.lap("scoring"), output)
         source = local_copy(spark, output, Path(scratch))

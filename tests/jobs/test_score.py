@@ -23,7 +23,7 @@ from jobs.warehouse import TABLE, WarehouseSchemaError, connect
 from lifecycle.connection import MlflowStore
 from lifecycle.registry import ModelNotFound, ModelReference, parse_model_reference, resolve_version
 from model.artifacts import save_model
-from model.data import Vocabulary
+from model.data import Vocabulary, write_vocabulary
 from model.network import GRU4Rec, GRU4RecConfig
 from model.packaging import log_session_model
 from sessionrec.config import load_settings
@@ -219,7 +219,9 @@ def test_a_crawler_session_is_scored_on_its_most_recent_events_only(spark: objec
         day = (DAY - timedelta(days=days_before)).isoformat()
         Path(lake, "stats", "score").mkdir(parents=True, exist_ok=True)
         Path(lake, "stats", "score", f"ds={day}.json").write_text(json.dumps({"ds": day, "sessions": sessions_then}))
-    sequences, _ = scoring_sequences(spark, Lake(str(lake)), DAY, list(VOCABULARY.item_ids), max_events=200)
+    known_items = tmp_path / "items.parquet"
+    write_vocabulary(VOCABULARY, known_items)
+    sequences, _ = scoring_sequences(spark, Lake(str(lake)), DAY, str(known_items), max_events=200)
     lengths = {row["session_id"]: len(row["item_ids"]) for row in sequences.collect()}
     assert lengths == {"bot": 200, "tail": 200, "person": 3}
 
