@@ -38,6 +38,13 @@ def _sample_tree(process: psutil.Process, cpu_seconds: dict[int, float]) -> int:
     return total
 
 
+def process_tree_cpu_seconds() -> float:
+    """CPU seconds so far of this process and its live descendants (Spark's JVM and Python workers)."""
+    cpu_seconds: dict[int, float] = {}
+    _sample_tree(psutil.Process(), cpu_seconds)
+    return sum(cpu_seconds.values())
+
+
 def _load_averages() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
 

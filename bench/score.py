@@ -16,6 +16,10 @@ store. Three measurements, each in a fresh process so its peak memory is its own
   again with the driver's class-data-sharing archive (``SESSIONREC_SPARK_CLASS_ARCHIVE``, jobs/spark.py),
   the steady state of a nightly job: the first such run writes the archive when its JVM exits (its own
   row, the writing in its stop seconds) and the runs after it map the archive;
+- spark job, warm session: the job run again in the Spark session of a first run, timed alone (its CPU
+  seconds too; its peak memory covers both runs): the job's cost once the JVM's code is compiled and the
+  Python workers are up, as with a long-running Spark (a Spark Connect server); the first run's seconds
+  are in the JSON;
 - warehouse reload: the day's recommendations loaded again into the first job's warehouse, which holds the
   day already (a rerun's load: delete, insert, key check, commit).
 
@@ -41,7 +45,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.common import in_fresh_process, machine, write_results
+from bench.common import in_fresh_process, machine, process_tree_cpu_seconds, write_results
 from sessionrec.layout import Lake
 
 RESULTS = Path(__file__).resolve().parent / "results" / "score.json"
@@ -180,6 +184,33 @@ def measure_spark_job(lake: str, model_uri: str, tracking_uri: str, warehouse_ur
             "phase_seconds": {**phases, **record["phase_seconds"]}, "rows": record["rows_written"]}
 
 
+def measure_warm_spark_job(lake: str, model_uri: str, tracking_uri: str, warehouse_url: str, scratch: str,
+                           top_k: int) -> dict[str, Any]:
+    """The job run a second time in the Spark session of a first run: what it costs once the JVM, its
+    compiled code and the Python workers are warm (a long-running Spark such as a Spark Connect server).
+    ``cpu_seconds_of_run`` is the CPU time of the second run alone (the process, the JVM, the workers)."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from jobs.score import score_day
+    from jobs.spark import build_session, stop_session
+
+    start = time.perf_counter()
+    spark = build_session("bench-score", master="local[2]", scratch=Path(scratch))
+    try:
+        score_day(spark, lake, DAY, model_uri, top_k, exclude_last=True, warehouse_url=warehouse_url,
+                  tracking_uri=tracking_uri)
+        first_seconds = time.perf_counter() - start
+        cpu_before, start = process_tree_cpu_seconds(), time.perf_counter()
+        record = score_day(spark, lake, DAY, model_uri, top_k, exclude_last=True, warehouse_url=warehouse_url,
+                           tracking_uri=tracking_uri)
+        seconds, cpu = time.perf_counter() - start, process_tree_cpu_seconds() - cpu_before
+    finally:
+        stop_start = time.perf_counter()
+        stop_session(spark)
+    return {"seconds": seconds, "first_run_seconds": round(first_seconds, 3), "cpu_seconds_of_run": round(cpu, 1),
+            "stop_seconds": round(time.perf_counter() - stop_start, 3), "phase_seconds": record["phase_seconds"],
+            "rows": record["rows_written"]}
+
+
 def measure_warehouse_reload(lake: str, warehouse_url: str) -> dict[str, Any]:
     from jobs import warehouse
 
@@ -217,6 +248,10 @@ def bench_day(n_sessions: int, n_items: int, hidden: int, top_k: int, model_dir:
         runs.append((name, in_fresh_process(measure_spark_job, str(lake), model_uri, tracking_uri, warehouses[number],
                                             str(root / f"spark-{n_sessions}-{number}"), top_k,
                                             str(class_archive) if class_archive else None)))
+    warm = in_fresh_process(measure_warm_spark_job, str(lake), model_uri, tracking_uri,
+                            f"duckdb://{root / f'warehouse-{n_sessions}-warm.duckdb'}",
+                            str(root / f"spark-{n_sessions}-warm"), top_k)
+    runs.append(("spark job, warm session", {**warm, "cpu_seconds": warm["cpu_seconds_of_run"]}))
     runs.append(("warehouse reload", in_fresh_process(measure_warehouse_reload, str(lake), warehouses[0])))
     return [{"sessions": n_sessions, "measurement": name, **result,
              "sessions_per_s": round(n_sessions / result["seconds"]),
