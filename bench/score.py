@@ -33,6 +33,7 @@ Prints a table and writes bench/results/score.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -164,7 +165,12 @@ def measure_recommender(sessions_file: str, model_dir: str, top_k: int) -> dict[
 
 
 def measure_spark_job(lake: str, model_uri: str, tracking_uri: str, warehouse_url: str, scratch: str,
-                      top_k: int, class_archive: str | None = None) -> dict[str, Any]:
+                      top_k: int, class_archive: str | None = None, warm: bool = False) -> dict[str, Any]:
+    """``score_day`` in a Spark session this call starts, its start-up included. ``warm``: the job runs
+    first once in that session and only its second run is timed, what it costs once the JVM, its compiled
+    code and the Python workers are warm (a long-running Spark such as a Spark Connect server); then
+    ``cpu_seconds_of_run`` is the CPU time of that run alone (the process, the JVM, the workers) and
+    ``first_run_seconds`` the first run's time."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from jobs.score import score_day
     from jobs.spark import build_session, stop_session
@@ -173,42 +179,23 @@ def measure_spark_job(lake: str, model_uri: str, tracking_uri: str, warehouse_ur
     spark = build_session("bench-score", master="local[2]", scratch=Path(scratch),
                           class_archive=Path(class_archive) if class_archive else None)
     phases = {"spark_session": round(time.perf_counter() - start, 3)}
+    run = functools.partial(score_day, spark, lake, DAY, model_uri, top_k, exclude_last=True,
+                            warehouse_url=warehouse_url, tracking_uri=tracking_uri)
+    warm_run: dict[str, float] = {}
     try:
-        record = score_day(spark, lake, DAY, model_uri, top_k, exclude_last=True,
-                           warehouse_url=warehouse_url, tracking_uri=tracking_uri)
+        if warm:
+            run()
+            warm_run["first_run_seconds"] = round(time.perf_counter() - start, 3)
+            phases, cpu_before, start = {}, process_tree_cpu_seconds(), time.perf_counter()
+        record = run()
         seconds = time.perf_counter() - start
+        if warm:
+            warm_run["cpu_seconds_of_run"] = round(process_tree_cpu_seconds() - cpu_before, 1)
     finally:
         stop_start = time.perf_counter()
         stop_session(spark)
-    return {"seconds": seconds, "stop_seconds": round(time.perf_counter() - stop_start, 3),
+    return {"seconds": seconds, **warm_run, "stop_seconds": round(time.perf_counter() - stop_start, 3),
             "phase_seconds": {**phases, **record["phase_seconds"]}, "rows": record["rows_written"]}
-
-
-def measure_warm_spark_job(lake: str, model_uri: str, tracking_uri: str, warehouse_url: str, scratch: str,
-                           top_k: int) -> dict[str, Any]:
-    """The job run a second time in the Spark session of a first run: what it costs once the JVM, its
-    compiled code and the Python workers are warm (a long-running Spark such as a Spark Connect server).
-    ``cpu_seconds_of_run`` is the CPU time of the second run alone (the process, the JVM, the workers)."""
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from jobs.score import score_day
-    from jobs.spark import build_session, stop_session
-
-    start = time.perf_counter()
-    spark = build_session("bench-score", master="local[2]", scratch=Path(scratch))
-    try:
-        score_day(spark, lake, DAY, model_uri, top_k, exclude_last=True, warehouse_url=warehouse_url,
-                  tracking_uri=tracking_uri)
-        first_seconds = time.perf_counter() - start
-        cpu_before, start = process_tree_cpu_seconds(), time.perf_counter()
-        record = score_day(spark, lake, DAY, model_uri, top_k, exclude_last=True, warehouse_url=warehouse_url,
-                           tracking_uri=tracking_uri)
-        seconds, cpu = time.perf_counter() - start, process_tree_cpu_seconds() - cpu_before
-    finally:
-        stop_start = time.perf_counter()
-        stop_session(spark)
-    return {"seconds": seconds, "first_run_seconds": round(first_seconds, 3), "cpu_seconds_of_run": round(cpu, 1),
-            "stop_seconds": round(time.perf_counter() - stop_start, 3), "phase_seconds": record["phase_seconds"],
-            "rows": record["rows_written"]}
 
 
 def measure_warehouse_reload(lake: str, warehouse_url: str) -> dict[str, Any]:
@@ -248,9 +235,9 @@ def bench_day(n_sessions: int, n_items: int, hidden: int, top_k: int, model_dir:
         runs.append((name, in_fresh_process(measure_spark_job, str(lake), model_uri, tracking_uri, warehouses[number],
                                             str(root / f"spark-{n_sessions}-{number}"), top_k,
                                             str(class_archive) if class_archive else None)))
-    warm = in_fresh_process(measure_warm_spark_job, str(lake), model_uri, tracking_uri,
+    warm = in_fresh_process(measure_spark_job, str(lake), model_uri, tracking_uri,
                             f"duckdb://{root / f'warehouse-{n_sessions}-warm.duckdb'}",
-                            str(root / f"spark-{n_sessions}-warm"), top_k)
+                            str(root / f"spark-{n_sessions}-warm"), top_k, None, True)
     runs.append(("spark job, warm session", {**warm, "cpu_seconds": warm["cpu_seconds_of_run"]}))
     runs.append(("warehouse reload", in_fresh_process(measure_warehouse_reload, str(lake), warehouses[0])))
     return [{"sessions": n_sessions, "measurement": name, **result,
