@@ -71,7 +71,7 @@ with DAG(
     def resolve_model(params: dict[str, Any] | None = None) -> str:
         """``models:/<name>/<version>`` for the Param's version or alias; fails clearly if there is none."""
         from lifecycle.connection import connect
-        from lifecycle.registry import ModelNotFound, ModelReference, resolve_version
+        from lifecycle.resolver import ModelNotFound, ModelReference, resolve_version
 
         reference = str((params or {}).get("model") or "champion")
         try:

@@ -46,7 +46,7 @@ class ServedModel:
 
 def download(model_uri: str, store: MlflowStore, dst: Path) -> Path:
     """The model folder of ``model_uri`` (a concrete version) downloaded from ``store`` under ``dst``."""
-    from model.packaging import download_model_dir
+    from model.logged import download_model_dir
 
     store.connect()
     return download_model_dir(model_uri, dst)

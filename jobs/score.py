@@ -8,7 +8,7 @@
 Steps (docs/CONTRACTS.md sections 2, 5 and 6), each in the module that owns the concern:
 
 1. The model: ``models:/name@alias`` or ``models:/name/version`` is resolved in the MLflow registry to one
-   concrete version (lifecycle/registry.py) and its folder downloaded once on the driver; the Python
+   concrete version (lifecycle/resolver.py) and its folder downloaded once on the driver; the Python
    workers load it once each and keep it (jobs/model_cache.py).
 2. The day: ``sessions/ds=D/`` is read and checked, each session's most recent ``max_session_events``
    items (``Settings.crawler_max_events``: a crawler's session costs no more than that) put in
@@ -60,7 +60,7 @@ from jobs.run_record import PhaseTimer, write_run_record
 from jobs.score_health import health_figures
 from jobs.spark import job_session
 from lifecycle.connection import MlflowStore
-from lifecycle.registry import ModelNotFound, parse_model_reference, resolve_version
+from lifecycle.resolver import ModelNotFound, parse_model_reference, resolve_version
 from model.data import VOCABULARY_FILE, read_vocabulary
 from sessionrec.config import Settings, load_settings, redact
 from sessionrec.layout import Lake

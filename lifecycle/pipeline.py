@@ -27,15 +27,8 @@ import mlflow.models
 import torch
 
 from lifecycle.leaderboard import log_leaderboard
-from lifecycle.registry import (
-    CHAMPION,
-    FAMILY_TAG,
-    aliased_version,
-    force_promote,
-    gate_and_promote,
-    record_not_gated,
-    register_version,
-)
+from lifecycle.registry import FAMILY_TAG, force_promote, gate_and_promote, record_not_gated, register_version
+from lifecycle.resolver import CHAMPION, aliased_version
 from lifecycle.tracking import TrainingRun, connect, training_run
 from model.device import resolve_device
 from sessionrec.config import Settings

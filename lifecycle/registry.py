@@ -36,7 +36,6 @@ import argparse
 import getpass
 import logging
 import math
-import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,18 +48,17 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import torch
 from mlflow.entities import Run
-from mlflow.entities.model_registry import ModelVersion, RegisteredModel
-from mlflow.exceptions import MlflowException
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.models.model import ModelInfo
-from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.tracking import MlflowClient
 
+from lifecycle.resolver import CHALLENGER, CHAMPION, PREVIOUS, aliased_version, registered_model
 from lifecycle.tracking import connect, metric_key
 from model.artifacts import load_model
 from model.data import VOCABULARY_FILE, Vocabulary, dataset_from_table, load_split, read_vocabulary
 from model.device import resolve_device
 from model.families import LEGACY_FAMILY
-from model.packaging import download_model_dir
+from model.logged import download_model_dir
 from sessionrec.config import Settings, load_settings
 from sessionrec.layout import local_path
 from training.baselines import BASELINES, fit_baselines
@@ -69,7 +67,6 @@ from training.families import trainer_for
 
 logger = logging.getLogger(__name__)
 
-CHAMPION, PREVIOUS, CHALLENGER = "champion", "previous", "challenger"
 GATE_METRICS = ("recall@20", "mrr@20")
 KS = (1, 5, 10, 20)
 TEST_EVENT_COLUMNS = ("session_id", "item_id", "event_time")
@@ -217,100 +214,9 @@ def evaluate_baselines_on(training_dir: Path | str, events: pa.Table,
     return {name: evaluate_events(scorer, vocabulary, events) for name, scorer in fitted.items()}
 
 
-def _registered_model(client: MlflowClient, model_name: str) -> RegisteredModel | None:
-    """The registered model, or None when the registry does not hold it (other errors are raised)."""
-    try:
-        return client.get_registered_model(model_name)
-    except MlflowException as exc:
-        if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
-            return None
-        raise
-
-
-def aliased_version(client: MlflowClient, model_name: str, alias: str) -> str | None:
-    """The version number an alias points to, or None when the alias (or the model) does not exist.
-
-    Read from the registered model's alias map: ``get_model_version_by_alias`` reports a missing alias as
-    INVALID_PARAMETER_VALUE, which would also hide real errors. Versions are returned as strings (the SQL
-    store gives integers, the REST API strings).
-    """
-    registered = _registered_model(client, model_name)
-    version = None if registered is None else registered.aliases.get(alias)
-    return None if version is None else str(version)
-
-
-# --- which version a reference means: models:/name@alias, models:/name/N, or a bare alias or version ---
-
-MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>[1-9][0-9]*))$")
-BARE_REFERENCE = re.compile(r"^(?:(?P<version>[1-9][0-9]*)|(?P<alias>[A-Za-z][A-Za-z0-9_-]*))$")
-
-
-class ModelNotFound(LookupError):
-    """A model reference that names no existing version (no such model, version or alias)."""
-
-
-@dataclass(frozen=True)
-class ModelReference:
-    """A registered model and one alias or one version of it."""
-
-    name: str
-    alias: str | None = None
-    version: str | None = None
-
-    def __str__(self) -> str:
-        return f"models:/{self.name}@{self.alias}" if self.alias else f"models:/{self.name}/{self.version}"
-
-
-def parse_model_reference(reference: str | int, model_name: str | None = None) -> ModelReference:
-    """``models:/name@alias`` or ``models:/name/N``; with ``model_name``, also a bare alias or version."""
-    text = str(reference).strip()
-    match = MODELS_URI.match(text) or (BARE_REFERENCE.match(text) if model_name else None)
-    if match is None:
-        forms = "models:/<name>@<alias> or models:/<name>/<version>"
-        if model_name:
-            forms += f", or a version number or an alias of {model_name!r}"
-        raise ValueError(f"model reference {text!r}: expected {forms}")
-    name = match.groupdict().get("name") or model_name
-    return ModelReference(name, match["alias"], match["version"])
-
-
-def resolve_version(client: MlflowClient, reference: str | int | ModelReference,
-                    model_name: str | None = None) -> str:
-    """The concrete version number (a string) a reference means now; :class:`ModelNotFound` when none.
-
-    Aliases are read with :func:`aliased_version` (the plain alias lookup reports a missing alias like a
-    bad request). Resolve once and pass ``models:/name/N`` on, so every reader uses the same version even
-    if the alias moves meanwhile.
-    """
-    ref = reference if isinstance(reference, ModelReference) else parse_model_reference(reference, model_name)
-    if ref.alias is not None:
-        version = aliased_version(client, ref.name, ref.alias)
-        if version is None:
-            raise ModelNotFound(f"{ref}: no alias {ref.alias!r} on {_registry_contents(client, ref.name)}")
-        return version
-    try:
-        client.get_model_version(ref.name, ref.version)
-    except MlflowException as exc:
-        if exc.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
-            raise
-        raise ModelNotFound(f"{ref}: no version {ref.version} of {_registry_contents(client, ref.name)}") from exc
-    return str(ref.version)
-
-
-def _registry_contents(client: MlflowClient, model_name: str) -> str:
-    """What the registry holds under ``model_name``, for an error message."""
-    registered = _registered_model(client, model_name)
-    if registered is None:
-        return f"registered model {model_name!r}: it does not exist in the registry"
-    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{model_name}'"))
-    aliases = ", ".join(f"@{alias} -> {version}" for alias, version in sorted(registered.aliases.items()))
-    held = f"versions {', '.join(map(str, versions))}" if versions else "no versions"
-    return f"registered model {model_name!r} ({held}; aliases: {aliases or 'none'})"
-
-
-def ensure_registered_model(client: MlflowClient, model_name: str) -> None:
-    if _registered_model(client, model_name) is None:
-        client.create_registered_model(model_name, description=MODEL_DESCRIPTION)
+def ensureregistered_model(client: MlflowClient, model_name: str) -> None:
+    if registered_model(client, model_name) is None:
+        client.createregistered_model(model_name, description=MODEL_DESCRIPTION)
         logger.info("created registered model %s", model_name)
 
 
@@ -334,7 +240,7 @@ def version_description(logical_date: date, run: Run, family: str) -> str:
 def register_version(client: MlflowClient, model_info: ModelInfo, model_name: str,
                      logical_date: date) -> ModelVersion:
     """A new version of ``model_name`` from a logged model, tagged with its run's test metrics and date."""
-    ensure_registered_model(client, model_name)
+    ensureregistered_model(client, model_name)
     run = client.get_run(model_info.run_id)
     tags = {key: f"{value:.6g}" for key, value in run.data.metrics.items() if key.startswith("test_")}
     tags["logical_date"] = logical_date.isoformat()
@@ -437,7 +343,7 @@ def force_promote(client: MlflowClient, model_name: str, version: str | int, rea
 
 def describe_model(client: MlflowClient, model_name: str) -> str:
     """A readable table of the model's versions: aliases, logical date, test metrics, gate decision."""
-    registered = _registered_model(client, model_name)
+    registered = registered_model(client, model_name)
     if registered is None:
         return f"registered model {model_name!r} not found"
     versions = sorted(client.search_model_versions(f"name = '{model_name}'"), key=lambda v: int(v.version),

@@ -45,18 +45,16 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model, ModelInputExample, ModelSignature, infer_signature
+from mlflow.models import ModelInputExample, ModelSignature, infer_signature
 from mlflow.models.model import ModelInfo
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
+from model.logged import ARTIFACT_KEY, model_artifact
 from model.recommender import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_SESSION_EVENTS, Recommender
 
 logger = logging.getLogger(__name__)
 
-ARTIFACT_KEY = "model"
-# The artifact key of versions logged before families existed (all GRU4Rec).
-LEGACY_ARTIFACT_KEY = "gru4rec"
 INPUT_COLUMNS = ("session_id", "item_ids")
 DEFAULT_PARAMS: dict[str, Any] = {"k": 20, "exclude_last": True}
 # Load-time options; a loader overrides them with mlflow.pyfunc.load_model(uri, model_config={...}).
@@ -106,14 +104,6 @@ class SessionPyfunc(PythonModel):
 
 # The class name the entry point of versions logged before families existed imports.
 GRU4RecPyfunc = SessionPyfunc
-
-
-def model_artifact(artifacts: dict[str, str]) -> str:
-    """The model folder among a logged model's artifacts (the key of older versions is ``gru4rec``)."""
-    for key in (ARTIFACT_KEY, LEGACY_ARTIFACT_KEY):
-        if key in artifacts:
-            return artifacts[key]
-    raise ValueError(f"not a session model pyfunc: no {ARTIFACT_KEY!r} artifact, found {sorted(artifacts)}")
 
 
 def checked_input(model_input: pd.DataFrame) -> pd.DataFrame:
@@ -187,14 +177,3 @@ def log_session_model(model_dir: Path | str, name: str = "model",
     logger.info("logged %s model %s as pyfunc model %s (%s)", recommender.family, model_dir, info.model_uri,
                 info.artifact_path)
     return info
-
-
-def download_model_dir(model_uri: str, dst: Path | str) -> Path:
-    """Download a logged session model pyfunc under ``dst`` and return its model folder (config.json, ...)."""
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
-    flavor = Model.load(str(local)).flavors.get("python_function", {})
-    artifacts = {key: value["path"] for key, value in flavor.get("artifacts", {}).items()}
-    try:
-        return local / model_artifact(artifacts)
-    except ValueError as exc:
-        raise ValueError(f"{model_uri}: {exc} in MLmodel") from exc

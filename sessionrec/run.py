@@ -135,7 +135,8 @@ def summary(settings: Settings, day: date) -> str:
     """Sessions, model metrics against baselines, the gate, warehouse rows, how to open the UIs."""
     from jobs.warehouse import connect
     from lifecycle.connection import connect as connect_mlflow
-    from lifecycle.registry import CHAMPION, FAMILY_TAG, resolve_version
+    from lifecycle.registry import FAMILY_TAG
+    from lifecycle.resolver import CHAMPION, resolve_version
 
     stats = json.loads(local_path(settings.layout.sessionize_stats(day)).read_text())
     lines = [f"Day {day.isoformat()}: {stats['sessions']} sessions, {stats['events']} events "

@@ -36,7 +36,8 @@ def test_the_score_dag_serves_a_narm_champion(tmp_path: Path, spark: object) -> 
     from jobs.training_set import build_training_set
     from jobs.warehouse import connect as connect_warehouse
     from lifecycle.pipeline import gate, register, train_and_log
-    from lifecycle.registry import CHAMPION, FAMILY_TAG
+    from lifecycle.registry import FAMILY_TAG
+    from lifecycle.resolver import CHAMPION
     from lifecycle.tracking import connect
 
     settings = load_settings(env={}, home=tmp_path / "var")

@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 def champion_version(settings: Settings) -> str | None:
     from lifecycle.connection import connect
-    from lifecycle.registry import aliased_version
+    from lifecycle.resolver import aliased_version
 
     return aliased_version(connect(settings), settings.model_name, "champion")
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -21,12 +24,12 @@ from mlflow.tracking import MlflowClient
 from jobs import model_cache, score
 from jobs.warehouse import TABLE, WarehouseSchemaError, connect
 from lifecycle.connection import MlflowStore
-from lifecycle.registry import ModelNotFound, ModelReference, parse_model_reference, resolve_version
+from lifecycle.resolver import ModelNotFound, ModelReference, parse_model_reference, resolve_version
 from model.artifacts import save_model
 from model.data import Vocabulary, write_vocabulary
 from model.network import GRU4Rec, GRU4RecConfig
 from model.packaging import log_session_model
-from sessionrec.config import load_settings
+from sessionrec.config import PROJECT_ROOT, load_settings
 from training.trainer import TrainParams
 
 DAY = date(2026, 11, 21)
@@ -370,3 +373,15 @@ def test_cli_defaults_come_from_the_settings(tmp_path: Path) -> None:
     assert args.max_session_events == settings.crawler_max_events == 200
     with pytest.raises(SystemExit):
         score.parse_args(["--ds", "21/11/2026"], settings)
+
+
+def test_the_scoring_driver_loads_neither_torch_nor_the_training_code() -> None:
+    """The driver resolves, downloads and counts; only the Python workers score (they import torch), so
+    the job's start-up does not pay for the network, the training loop or the registry's gate."""
+    probe = ("import json, sys\nimport jobs.score, jobs.model_cache, model.logged\n"
+             "print(json.dumps(sorted({name.split('.')[0] for name in sys.modules})))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            check=True, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    loaded = set(json.loads(result.stdout))
+    assert {"jobs", "lifecycle", "mlflow"} <= loaded
+    assert not loaded & {"torch", "training", "matplotlib"}, sorted(loaded & {"torch", "training", "matplotlib"})

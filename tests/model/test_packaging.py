@@ -17,7 +17,8 @@ import yaml
 from mlflow.models.model import ModelInfo
 
 from lifecycle.tracking import training_run
-from model.packaging import ENTRY_POINT_FILE, download_model_dir, pinned_requirements
+from model.logged import download_model_dir
+from model.packaging import ENTRY_POINT_FILE, pinned_requirements
 from sessionrec.config import Settings
 
 

@@ -20,9 +20,6 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 from lifecycle.registry import (
-    CHALLENGER,
-    CHAMPION,
-    PREVIOUS,
     decide_promotion,
     describe_model,
     evaluate_events,
@@ -31,6 +28,7 @@ from lifecycle.registry import (
     main,
     register_version,
 )
+from lifecycle.resolver import CHALLENGER, CHAMPION, PREVIOUS
 from lifecycle.tracking import connect, training_run
 from model.data import Vocabulary, load_split
 from model.network import GRU4RecScorer

@@ -16,7 +16,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from lifecycle.pipeline import gate, register, train_and_log
-from lifecycle.registry import CHALLENGER, CHAMPION, force_promote, gate_and_promote, register_version
+from lifecycle.registry import force_promote, gate_and_promote, register_version
+from lifecycle.resolver import CHALLENGER, CHAMPION
 from lifecycle.tracking import connect, training_run
 from model.data import load_split, read_vocabulary
 from sessionrec.config import Settings
