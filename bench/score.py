@@ -12,7 +12,8 @@ store. Three measurements, each in a fresh process so its peak memory is its own
   work no scorer of this model can skip, done the fastest way the Recommender knows);
 - recommender: ``Recommender.recommend`` over the sessions in batches of 10,000 (what a Spark worker
   does per Arrow batch), including the conversion of the Arrow lists to Python lists;
-- spark job: ``jobs.score.score_day`` into a DuckDB file (local[2]), Spark session start-up included;
+- spark job: the job as ``python -m jobs.score`` runs it (``jobs.score.run_job``) into a DuckDB file
+  (local[2]), from before its imports to its Spark session's stop;
   again with the driver's class-data-sharing archive (``SESSIONREC_SPARK_CLASS_ARCHIVE``, jobs/spark.py),
   the steady state of a nightly job: the first such run writes the archive when its JVM exits (its own
   row, the writing in its stop seconds) and the runs after it map the archive;
@@ -33,7 +34,6 @@ Prints a table and writes bench/results/score.json.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import sys
 import tempfile
@@ -166,36 +166,39 @@ def measure_recommender(sessions_file: str, model_dir: str, top_k: int) -> dict[
 
 def measure_spark_job(lake: str, model_uri: str, tracking_uri: str, warehouse_url: str, scratch: str,
                       top_k: int, class_archive: str | None = None, warm: bool = False) -> dict[str, Any]:
-    """``score_day`` in a Spark session this call starts, its start-up included. ``warm``: the job runs
-    first once in that session and only its second run is timed, what it costs once the JVM, its compiled
-    code and the Python workers are warm (a long-running Spark such as a Spark Connect server); then
-    ``cpu_seconds_of_run`` is the CPU time of that run alone (the process, the JVM, the workers) and
-    ``first_run_seconds`` the first run's time."""
+    """The scoring job as ``python -m jobs.score`` runs it (``jobs.score.run_job``: its imports, the model
+    fetched while its local[2] Spark session starts, the scoring, the session's stop), timed from before
+    its imports. ``warm``: a Spark session is started first and the job run twice in it; only the second
+    run is timed, what the job costs once the JVM, its compiled code and the Python workers are warm (a
+    long-running Spark such as a Spark Connect server); then ``cpu_seconds_of_run`` is the CPU time of that
+    run alone (the process, the JVM, the workers) and ``first_run_seconds`` the first run's time."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from jobs.score import score_day
-    from jobs.spark import build_session, stop_session
-
     start = time.perf_counter()
-    spark = build_session("bench-score", master="local[2]", scratch=Path(scratch),
-                          class_archive=Path(class_archive) if class_archive else None)
-    phases = {"spark_session": round(time.perf_counter() - start, 3)}
-    run = functools.partial(score_day, spark, lake, DAY, model_uri, top_k, exclude_last=True,
-                            warehouse_url=warehouse_url, tracking_uri=tracking_uri)
-    warm_run: dict[str, float] = {}
-    try:
-        if warm:
-            run()
-            warm_run["first_run_seconds"] = round(time.perf_counter() - start, 3)
-            phases, cpu_before, start = {}, process_tree_cpu_seconds(), time.perf_counter()
-        record = run()
+    from jobs.score import parse_args, run_job
+    from sessionrec.config import load_settings
+
+    imports = round(time.perf_counter() - start, 3)
+    settings = load_settings(env={}, home=Path(scratch), mlflow_tracking_uri=tracking_uri,
+                             spark_class_archive=class_archive or "")
+    args = parse_args(["--lake", lake, "--ds", DAY.isoformat(), "--model-uri", model_uri, "--top-k", str(top_k),
+                       "--warehouse", warehouse_url, "--master", "local[2]"], settings)
+    if not warm:
+        record = run_job(args, settings)
+        return {"seconds": time.perf_counter() - start,
+                "phase_seconds": {"imports": imports, **record["phase_seconds"]},
+                "model_fetch_seconds": record["model_fetch_seconds"], "rows": record["rows_written"]}
+    from jobs.spark import job_session
+
+    with job_session("bench-score", "local[2]", settings):
+        run_job(args, settings)  # in the session above: job_session reuses it
+        first_run_seconds = round(time.perf_counter() - start, 3)
+        cpu_before, start = process_tree_cpu_seconds(), time.perf_counter()
+        record = run_job(args, settings)
         seconds = time.perf_counter() - start
-        if warm:
-            warm_run["cpu_seconds_of_run"] = round(process_tree_cpu_seconds() - cpu_before, 1)
-    finally:
-        stop_start = time.perf_counter()
-        stop_session(spark)
-    return {"seconds": seconds, **warm_run, "stop_seconds": round(time.perf_counter() - stop_start, 3),
-            "phase_seconds": {**phases, **record["phase_seconds"]}, "rows": record["rows_written"]}
+        cpu_seconds_of_run = round(process_tree_cpu_seconds() - cpu_before, 1)
+    return {"seconds": seconds, "first_run_seconds": first_run_seconds, "cpu_seconds_of_run": cpu_seconds_of_run,
+            "phase_seconds": record["phase_seconds"], "model_fetch_seconds": record["model_fetch_seconds"],
+            "rows": record["rows_written"]}
 
 
 def measure_warehouse_reload(lake: str, warehouse_url: str) -> dict[str, Any]:
@@ -225,9 +228,9 @@ def bench_day(n_sessions: int, n_items: int, hidden: int, top_k: int, model_dir:
         ("floor: matmul + top-k", floor),
         ("recommender", in_fresh_process(measure_recommender, str(sessions_file), str(model_dir), top_k)),
     ]
-    archive = root / "class-archive" / "bench-score.jsa"
+    archive = root / "class-archive"
     variants = [("spark job", None)]
-    if not archive.exists():
+    if not any(archive.glob("*.jsa")):
         variants.append(("spark job, writes archive", archive))
     variants.append(("spark job, class archive", archive))
     warehouses = [f"duckdb://{root / f'warehouse-{n_sessions}-{number}.duckdb'}" for number in range(len(variants))]
@@ -257,7 +260,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
               f"{row['peak_rss_mb']:>11}  {row['load_avg_before'][0]:.2f} / {row['load_avg_after'][0]:.2f}")
         if "phase_seconds" in row:
             phases = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in row["phase_seconds"].items())
-            print(f"{'':>11}{'':<26} phases: {phases}; stop {row['stop_seconds']:.1f} s")
+            rest = row["seconds"] - sum(row["phase_seconds"].values())
+            print(f"{'':>11}{'':<26} phases: {phases}; run record and stop {rest:.1f} s; model fetched in "
+                  f"{row['model_fetch_seconds']:.1f} s while Spark started")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -30,13 +30,14 @@ RECOMMENDATION_SCHEMA = "session_id string, rank int, item_id string, score floa
 
 @dataclass(frozen=True)
 class ServedModel:
-    """A registered model version and where the driver downloaded its folder (model.pt, items.parquet,
-    config.json)."""
+    """A registered model version, the reference it was resolved from (``models:/name@alias`` as asked),
+    and where the driver downloaded its folder (model.pt, items.parquet, config.json)."""
 
     name: str
     version: str
     store: MlflowStore
     local_dir: Path
+    reference: str
 
     @property
     def uri(self) -> str:

@@ -8,8 +8,9 @@
 Steps (docs/CONTRACTS.md sections 2, 5 and 6), each in the module that owns the concern:
 
 1. The model: ``models:/name@alias`` or ``models:/name/version`` is resolved in the MLflow registry to one
-   concrete version (lifecycle/resolver.py) and its folder downloaded once on the driver; the Python
-   workers load it once each and keep it (jobs/model_cache.py).
+   concrete version (lifecycle/resolver.py) and its folder downloaded once on the driver, while the Spark
+   session starts (:func:`run_job`); the Python workers load it once each and keep it
+   (jobs/model_cache.py).
 2. The day: ``sessions/ds=D/`` is read and checked, each session's most recent ``max_session_events``
    items (``Settings.crawler_max_events``: a crawler's session costs no more than that) put in
    ``position`` order, and events whose item the model does not know counted (jobs/day_sessions.py;
@@ -40,7 +41,9 @@ import json
 import logging
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -60,7 +63,6 @@ from jobs.run_record import PhaseTimer, write_run_record
 from jobs.score_health import health_figures
 from jobs.spark import job_session
 from lifecycle.connection import MlflowStore
-from lifecycle.resolver import ModelNotFound, parse_model_reference, resolve_version
 from model.data import VOCABULARY_FILE, read_vocabulary
 from sessionrec.config import Settings, load_settings, redact
 from sessionrec.layout import Lake
@@ -72,14 +74,17 @@ def resolve_model(model_uri: str, store: MlflowStore, dst: Path) -> ServedModel:
     """Resolve ``model_uri`` to a concrete version and download its model folder under ``dst``.
 
     Downloading by version (not by alias) keeps every worker on the same version even if the alias
-    moves while the job runs.
+    moves while the job runs. MLflow is imported here, not with this module, so that :func:`run_job`
+    loads it in the thread that fetches the model while the Spark session starts.
     """
+    from lifecycle.resolver import ModelNotFound, parse_model_reference, resolve_version
+
     reference = parse_model_reference(model_uri)
     try:
         version = resolve_version(store.connect(), reference)
     except ModelNotFound as exc:
         raise ModelNotFound(f"{exc} (MLflow registry at {store.describe()})") from exc
-    model = ServedModel(reference.name, version, store, dst)
+    model = ServedModel(reference.name, version, store, dst, model_uri)
     model = dataclasses.replace(model, local_dir=download(model.uri, store, dst))
     logger.info("model %s is %s (MLflow %s), downloaded to %s", model_uri, model.uri, store.describe(),
                 model.local_dir)
@@ -106,10 +111,24 @@ def score_day(spark: SparkSession, lake: str, ds: date, model_uri: str, top_k: i
               warehouse_url: str, tracking_uri: str, before_commit: Callable[[], None] | None = None,
               registry_uri: str = "",
               max_session_events: int = Settings.crawler_max_events) -> dict[str, Any]:
-    """Score every session of day ``ds`` (on its most recent ``max_session_events`` events) and replace
-    partition ``ds`` of the warehouse; the run record.
+    """Resolve and download ``model_uri`` from the MLflow stores (``tracking_uri``; the registry defaults to
+    it), then :func:`score_model`; the run record."""
+    with tempfile.TemporaryDirectory(prefix="sessionrec-model-") as scratch:
+        started = time.perf_counter()
+        model = resolve_model(model_uri, MlflowStore(tracking_uri, registry_uri), Path(scratch))
+        fetch_seconds = time.perf_counter() - started
+        return score_model(spark, lake, ds, model, top_k, exclude_last, warehouse_url, before_commit,
+                           max_session_events, fetch_seconds)
 
-    ``tracking_uri`` / ``registry_uri`` are the MLflow stores (the registry defaults to the tracking store).
+
+def score_model(spark: SparkSession, lake: str, ds: date, model: ServedModel, top_k: int, exclude_last: bool,
+                warehouse_url: str, before_commit: Callable[[], None] | None = None,
+                max_session_events: int = Settings.crawler_max_events,
+                fetch_seconds: float | None = None) -> dict[str, Any]:
+    """Score every session of day ``ds`` (on its most recent ``max_session_events`` events) with ``model``
+    (resolved and downloaded by :func:`resolve_model`) and replace partition ``ds`` of the warehouse; the
+    run record. ``fetch_seconds``: how long resolving and downloading took, for the record.
+
     ``before_commit`` runs inside the warehouse transaction, just before the commit (see
     :meth:`jobs.warehouse.Warehouse.replace_partition`).
     """
@@ -123,7 +142,6 @@ def score_day(spark: SparkSession, lake: str, ds: date, model_uri: str, top_k: i
             tempfile.TemporaryDirectory(prefix="sessionrec-score-") as scratch, \
             staging_folder(spark, layout.staging("score", ds)) as staging:
         target.ensure_table()  # a table with the wrong schema fails the run before the scoring, not after
-        model = resolve_model(model_uri, MlflowStore(tracking_uri, registry_uri), Path(scratch) / "model")
         vocabulary = read_vocabulary(model.local_dir / VOCABULARY_FILE)
         known_items = f"{staging}/{VOCABULARY_FILE}"
         upload(spark, model.local_dir / VOCABULARY_FILE, known_items)
@@ -147,12 +165,13 @@ def score_day(spark: SparkSession, lake: str, ds: date, model_uri: str, top_k: i
         health = health_figures(spark, layout, ds, stats, len(vocabulary), source)
         timer.lap("health")
     record = {
-        "ds": ds.isoformat(), "model_uri": model_uri, "model_name": model.name, "model_version": model.version,
+        "ds": ds.isoformat(), "model_uri": model.reference, "model_name": model.name, "model_version": model.version,
         "top_k": top_k, "exclude_last_item": exclude_last, "vocabulary_size": len(vocabulary),
         "max_session_events": max_session_events, **stats, **health,
         "rows_written": loaded, "expected_rows": expected, "output": output,
         "warehouse": redact(warehouse_url), "generated_at": generated_at.isoformat() + "Z",
         "phase_seconds": timer.seconds, "duration_seconds": timer.total(),
+        "model_fetch_seconds": None if fetch_seconds is None else round(fetch_seconds, 3),
     }
     record["run_record"] = write_run_record(spark, layout.score_stats(ds), record)
     logger.info("score run for %s: %s", ds, json.dumps(record, sort_keys=True))
@@ -181,15 +200,34 @@ def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Names
     return parser.parse_args(argv)
 
 
+def run_job(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """The job of ``main``: the model is resolved and downloaded (MLflow, on the driver) while Spark starts,
+    then :func:`score_model`; the run record, with the session's start-up in its phases."""
+    store = MlflowStore.of(settings)
+    with tempfile.TemporaryDirectory(prefix="sessionrec-model-") as scratch, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch-model") as pool:
+        fetching = pool.submit(_timed, resolve_model, args.model_uri, store, Path(scratch))
+        started = time.perf_counter()
+        with job_session("score", args.master, settings) as spark:
+            session_seconds = time.perf_counter() - started
+            model, fetch_seconds = fetching.result()
+            record = score_model(spark, args.lake, args.ds, model, args.top_k,
+                                 exclude_last=settings.exclude_last_item and not args.include_last_item,
+                                 warehouse_url=args.warehouse, max_session_events=args.max_session_events,
+                                 fetch_seconds=fetch_seconds)
+    record["phase_seconds"] = {"spark_session": round(session_seconds, 3), **record["phase_seconds"]}
+    return record
+
+
+def _timed(function: Callable[..., ServedModel], *args: Any) -> tuple[ServedModel, float]:
+    started = time.perf_counter()
+    return function(*args), time.perf_counter() - started
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
-    args = parse_args(argv, settings)
-    with job_session("score", args.master, settings) as spark:
-        record = score_day(spark, args.lake, args.ds, args.model_uri, args.top_k,
-                           exclude_last=settings.exclude_last_item and not args.include_last_item,
-                           warehouse_url=args.warehouse, tracking_uri=settings.mlflow_tracking_uri,
-                           registry_uri=settings.mlflow_registry_uri, max_session_events=args.max_session_events)
+    record = run_job(parse_args(argv, settings), settings)
     print(json.dumps(record, sort_keys=True))
     return 0
 

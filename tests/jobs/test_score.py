@@ -385,3 +385,24 @@ def test_the_scoring_driver_loads_neither_torch_nor_the_training_code() -> None:
     loaded = set(json.loads(result.stdout))
     assert {"jobs", "lifecycle", "mlflow"} <= loaded
     assert not loaded & {"torch", "training", "matplotlib"}, sorted(loaded & {"torch", "training", "matplotlib"})
+
+
+def test_the_job_fetches_the_model_while_spark_starts_and_scores_like_score_day(
+        spark: object, scored: tuple, lake: str, registry: str, tmp_path: Path) -> None:
+    """``run_job`` (what ``python -m jobs.score`` runs): same rows as :func:`score.score_day`, the model
+    resolved from the alias in its own thread, the session's start-up in the record's phases."""
+    record, rows, _ = scored
+    url = f"duckdb://{tmp_path / 'warehouse.duckdb'}"
+    settings = load_settings(env={}, home=tmp_path / "home", mlflow_tracking_uri=registry)
+    args = score.parse_args(["--lake", lake, "--ds", DAY.isoformat(), "--warehouse", url,
+                             "--model-uri", f"models:/{MODEL_NAME}@champion"], settings)
+    job = score.run_job(args, settings)
+    assert (job["model_uri"], job["model_version"], job["rows_written"]) == (
+        f"models:/{MODEL_NAME}@champion", "1", record["rows_written"])
+    assert list(job["phase_seconds"])[:2] == ["spark_session", "model"] and job["model_fetch_seconds"] > 0
+    with connect(url) as warehouse:
+        again = warehouse.read_partition(DAY).to_pandas()
+    key = ["session_id", "rank"]
+    pd.testing.assert_frame_equal(
+        again.sort_values(key).reset_index(drop=True)[["session_id", "rank", "item_id", "score", "fallback"]],
+        rows.sort_values(key).reset_index(drop=True)[["session_id", "rank", "item_id", "score", "fallback"]])
