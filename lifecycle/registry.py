@@ -214,9 +214,9 @@ def evaluate_baselines_on(training_dir: Path | str, events: pa.Table,
     return {name: evaluate_events(scorer, vocabulary, events) for name, scorer in fitted.items()}
 
 
-def ensureregistered_model(client: MlflowClient, model_name: str) -> None:
+def ensure_registered_model(client: MlflowClient, model_name: str) -> None:
     if registered_model(client, model_name) is None:
-        client.createregistered_model(model_name, description=MODEL_DESCRIPTION)
+        client.create_registered_model(model_name, description=MODEL_DESCRIPTION)
         logger.info("created registered model %s", model_name)
 
 
@@ -240,7 +240,7 @@ def version_description(logical_date: date, run: Run, family: str) -> str:
 def register_version(client: MlflowClient, model_info: ModelInfo, model_name: str,
                      logical_date: date) -> ModelVersion:
     """A new version of ``model_name`` from a logged model, tagged with its run's test metrics and date."""
-    ensureregistered_model(client, model_name)
+    ensure_registered_model(client, model_name)
     run = client.get_run(model_info.run_id)
     tags = {key: f"{value:.6g}" for key, value in run.data.metrics.items() if key.startswith("test_")}
     tags["logical_date"] = logical_date.isoformat()

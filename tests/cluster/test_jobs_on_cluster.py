@@ -52,8 +52,8 @@ TOP_K = 5
 MODEL_NAME = "gru4rec-cluster"
 JOBS = PROJECT_ROOT / "jobs"
 # Run-dependent entries of the stats files (timings, the lake the outputs went to).
-VOLATILE = {"elapsed_s", "outputs", "phase_seconds", "duration_seconds", "generated_at", "output",
-            "run_record", "warehouse"}
+VOLATILE = {"elapsed_s", "outputs", "phase_seconds", "duration_seconds", "model_fetch_seconds", "generated_at",
+            "output", "run_record", "warehouse"}
 
 
 def table_rows(folder: Path | str) -> list[dict[str, Any]]:
