@@ -91,6 +91,11 @@ def resolve_model(model_uri: str, store: MlflowStore, dst: Path) -> ServedModel:
     return model
 
 
+def _timed(function: Callable[..., ServedModel], *args: Any) -> tuple[ServedModel, float]:
+    started = time.perf_counter()
+    return function(*args), time.perf_counter() - started
+
+
 def expected_rows(sessions: int, n_items: int, top_k: int, exclude_last: bool) -> int:
     """Rows the scoring must produce: every session gets min(K, candidates) items, where the candidates
     are the vocabulary less the excluded last item (model/recommender.py gives each session that many,
@@ -114,9 +119,8 @@ def score_day(spark: SparkSession, lake: str, ds: date, model_uri: str, top_k: i
     """Resolve and download ``model_uri`` from the MLflow stores (``tracking_uri``; the registry defaults to
     it), then :func:`score_model`; the run record."""
     with tempfile.TemporaryDirectory(prefix="sessionrec-model-") as scratch:
-        started = time.perf_counter()
-        model = resolve_model(model_uri, MlflowStore(tracking_uri, registry_uri), Path(scratch))
-        fetch_seconds = time.perf_counter() - started
+        model, fetch_seconds = _timed(resolve_model, model_uri, MlflowStore(tracking_uri, registry_uri),
+                                      Path(scratch))
         return score_model(spark, lake, ds, model, top_k, exclude_last, warehouse_url, before_commit,
                            max_session_events, fetch_seconds)
 
@@ -124,10 +128,11 @@ def score_day(spark: SparkSession, lake: str, ds: date, model_uri: str, top_k: i
 def score_model(spark: SparkSession, lake: str, ds: date, model: ServedModel, top_k: int, exclude_last: bool,
                 warehouse_url: str, before_commit: Callable[[], None] | None = None,
                 max_session_events: int = Settings.crawler_max_events,
-                fetch_seconds: float | None = None) -> dict[str, Any]:
+                fetch_seconds: float | None = None, session_seconds: float | None = None) -> dict[str, Any]:
     """Score every session of day ``ds`` (on its most recent ``max_session_events`` events) with ``model``
     (resolved and downloaded by :func:`resolve_model`) and replace partition ``ds`` of the warehouse; the
-    run record. ``fetch_seconds``: how long resolving and downloading took, for the record.
+    run record. ``fetch_seconds`` (resolving and downloading the model) and ``session_seconds`` (starting
+    the Spark session, when the caller started it) go into the record.
 
     ``before_commit`` runs inside the warehouse transaction, just before the commit (see
     :meth:`jobs.warehouse.Warehouse.replace_partition`).
@@ -170,7 +175,9 @@ def score_model(spark: SparkSession, lake: str, ds: date, model: ServedModel, to
         "max_session_events": max_session_events, **stats, **health,
         "rows_written": loaded, "expected_rows": expected, "output": output,
         "warehouse": redact(warehouse_url), "generated_at": generated_at.isoformat() + "Z",
-        "phase_seconds": timer.seconds, "duration_seconds": timer.total(),
+        "phase_seconds": {**({} if session_seconds is None else {"spark_session": round(session_seconds, 3)}),
+                          **timer.seconds},
+        "duration_seconds": timer.total(),
         "model_fetch_seconds": None if fetch_seconds is None else round(fetch_seconds, 3),
     }
     record["run_record"] = write_run_record(spark, layout.score_stats(ds), record)
@@ -202,7 +209,7 @@ def parse_args(argv: Sequence[str] | None, settings: Settings) -> argparse.Names
 
 def run_job(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     """The job of ``main``: the model is resolved and downloaded (MLflow, on the driver) while Spark starts,
-    then :func:`score_model`; the run record, with the session's start-up in its phases."""
+    then :func:`score_model`; the run record, with the session's start-up among its phases."""
     store = MlflowStore.of(settings)
     with tempfile.TemporaryDirectory(prefix="sessionrec-model-") as scratch, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch-model") as pool:
@@ -211,17 +218,10 @@ def run_job(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
         with job_session("score", args.master, settings) as spark:
             session_seconds = time.perf_counter() - started
             model, fetch_seconds = fetching.result()
-            record = score_model(spark, args.lake, args.ds, model, args.top_k,
-                                 exclude_last=settings.exclude_last_item and not args.include_last_item,
-                                 warehouse_url=args.warehouse, max_session_events=args.max_session_events,
-                                 fetch_seconds=fetch_seconds)
-    record["phase_seconds"] = {"spark_session": round(session_seconds, 3), **record["phase_seconds"]}
-    return record
-
-
-def _timed(function: Callable[..., ServedModel], *args: Any) -> tuple[ServedModel, float]:
-    started = time.perf_counter()
-    return function(*args), time.perf_counter() - started
+            return score_model(spark, args.lake, args.ds, model, args.top_k,
+                               exclude_last=settings.exclude_last_item and not args.include_last_item,
+                               warehouse_url=args.warehouse, max_session_events=args.max_session_events,
+                               fetch_seconds=fetch_seconds, session_seconds=session_seconds)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -400,6 +400,9 @@ def test_the_job_fetches_the_model_while_spark_starts_and_scores_like_score_day(
     assert (job["model_uri"], job["model_version"], job["rows_written"]) == (
         f"models:/{MODEL_NAME}@champion", "1", record["rows_written"])
     assert list(job["phase_seconds"])[:2] == ["spark_session", "model"] and job["model_fetch_seconds"] > 0
+    written = json.loads(Path(job["run_record"]).read_text())
+    assert (written["phase_seconds"], written["model_fetch_seconds"]) == (job["phase_seconds"],
+                                                                          job["model_fetch_seconds"])
     with connect(url) as warehouse:
         again = warehouse.read_partition(DAY).to_pandas()
     key = ["session_id", "rank"]
