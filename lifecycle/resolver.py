@@ -92,18 +92,18 @@ def resolve_version(client: MlflowClient, reference: str | int | ModelReference,
     if ref.alias is not None:
         version = aliased_version(client, ref.name, ref.alias)
         if version is None:
-            raise ModelNotFound(f"{ref}: no alias {ref.alias!r} on {registry_contents(client, ref.name)}")
+            raise ModelNotFound(f"{ref}: no alias {ref.alias!r} on {_registry_contents(client, ref.name)}")
         return version
     try:
         client.get_model_version(ref.name, ref.version)
     except MlflowException as exc:
         if exc.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
             raise
-        raise ModelNotFound(f"{ref}: no version {ref.version} of {registry_contents(client, ref.name)}") from exc
+        raise ModelNotFound(f"{ref}: no version {ref.version} of {_registry_contents(client, ref.name)}") from exc
     return str(ref.version)
 
 
-def registry_contents(client: MlflowClient, model_name: str) -> str:
+def _registry_contents(client: MlflowClient, model_name: str) -> str:
     """What the registry holds under ``model_name``, for an error message."""
     registered = registered_model(client, model_name)
     if registered is None:

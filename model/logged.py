@@ -1,7 +1,7 @@
 """Where a logged session model keeps its model folder, and fetching that folder from MLflow.
 
-Its own module so that a process that only downloads a model (the scoring job's driver, the gate) does
-not import torch and the network code; model/packaging.py writes what this reads.
+Its own module so that a process that only downloads a model (the scoring job's driver) does not import
+torch and the network code; model/packaging.py writes what this reads.
 """
 
 from __future__ import annotations
