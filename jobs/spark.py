@@ -18,7 +18,8 @@ gets these defaults for every key nobody set (spark-defaults.conf, ``PYSPARK_SUB
   local day does not run Spark's 200 shuffle partitions as 200 mostly empty tasks;
 - no web UI and no console progress bar (a batch job on a shared machine; the bar is off from the JVM's
   launch, :data:`LOCAL_LAUNCH_DEFAULTS`);
-- the parallel (throughput) garbage collector for the driver JVM (:data:`LOCAL_DRIVER_GC`);
+- the parallel (throughput) garbage collector for the driver JVM (:data:`LOCAL_DRIVER_GC`), and its optimizing
+  compiler kept for the code that runs per row (:data:`LOCAL_DRIVER_JIT`);
 - with ``Settings.spark_class_archive`` set (``SESSIONREC_SPARK_CLASS_ARCHIVE``, off by default), a Java
   class-data-sharing archive of the classes the driver loaded: the first run writes it when its JVM exits
   (:func:`stop_session`), later runs map it instead of loading and verifying Spark's classes again. Each
@@ -67,6 +68,13 @@ DRIVER_MEMORY_KEY = "spark.driver.memory"
 # Java's default collector on a server-class machine is G1, built for short pauses; a batch job whose driver
 # runs every task on a few cores gets more of them for its work from the throughput collector.
 LOCAL_DRIVER_GC = "-XX:+UseParallelGC"
+# A local driver shares a few cores with the Python workers. With the JVM's default thresholds its optimizing
+# compiler (C2) recompiles every method run some thousands of times, which in a nightly job is most of
+# Spark's start-up and query-planning code, run once and done; that compiling takes cores from the scoring
+# (measured by bench/score.py, profiled per thread). Higher thresholds leave such code to the quick compiler
+# (C1) and keep C2 for the loops that run once per row or batch, which reach any of these counts early.
+LOCAL_DRIVER_JIT = ("-XX:Tier4InvocationThreshold=100000", "-XX:Tier4MinInvocationThreshold=20000",
+                    "-XX:Tier4CompileThreshold=300000", "-XX:Tier4BackEdgeThreshold=1000000")
 
 # How long a JVM may take to write its class archive and exit before it is killed (and no archive kept).
 ARCHIVE_WRITE_TIMEOUT_S = 300
@@ -134,9 +142,9 @@ def _configuration(app_name: str, master: str | None, launch: dict[str, str] | N
 
 def _launch_settings(scratch: Path | None, local: bool, class_archive: Path | None = None) -> dict[str, str]:
     """What the JVM this process starts needs from the beginning: the driver's Java options (UTC; for a
-    local master, whose driver runs every task, :data:`LOCAL_DRIVER_GC` and the class archive), the
-    scratch folders and, for a local master, :data:`LOCAL_LAUNCH_DEFAULTS`."""
-    driver_options = ["-Duser.timezone=UTC", *([LOCAL_DRIVER_GC] if local else [])]
+    local master, whose driver runs every task, :data:`LOCAL_DRIVER_GC`, :data:`LOCAL_DRIVER_JIT` and the
+    class archive), the scratch folders and, for a local master, :data:`LOCAL_LAUNCH_DEFAULTS`."""
+    driver_options = ["-Duser.timezone=UTC", *([LOCAL_DRIVER_GC, *LOCAL_DRIVER_JIT] if local else [])]
     if local and class_archive is not None:
         driver_options.append(_class_archive_option(Path(class_archive).resolve()))
     scratch_settings: dict[str, str] = {}

@@ -24,9 +24,13 @@ keys = ["spark.sql.session.timeZone", "spark.sql.parquet.outputTimestampType",
         "spark.sql.execution.arrow.pyspark.enabled", "spark.sql.shuffle.partitions", "spark.sql.adaptive.enabled",
         "spark.sql.adaptive.coalescePartitions.enabled", "spark.ui.showConsoleProgress", "spark.ui.enabled",
         "spark.sql.warehouse.dir", "spark.driver.memory", "spark.app.name", "spark.master"]
-collectors = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getGarbageCollectorMXBeans()
+management = spark.sparkContext._jvm.java.lang.management.ManagementFactory
+collectors = management.getGarbageCollectorMXBeans()
+hotspot = management.getPlatformMXBean(spark.sparkContext._jvm.java.lang.Class.forName(
+    "com.sun.management.HotSpotDiagnosticMXBean"))
 found = {key: conf.get(key, spark.conf.get(key, None)) for key in keys}
-print("PROBE " + json.dumps({**found, "gc": sorted(bean.getName() for bean in collectors)}))
+print("PROBE " + json.dumps({**found, "gc": sorted(bean.getName() for bean in collectors),
+                             "c2_invocations": hotspot.getVMOption("Tier4InvocationThreshold").getValue()}))
 spark.stop()
 """
 
@@ -61,6 +65,7 @@ def test_spark_submit_settings_are_kept_and_only_correctness_is_set(tmp_path: Pa
     # No local defaults under spark-submit: the scratch folder is the job's only when it starts Spark.
     assert not (conf["spark.sql.warehouse.dir"] or "").startswith(str(tmp_path / "scratch"))
     assert not any(name.startswith("PS ") for name in conf["gc"])  # the JVM's own collector, not ours
+    assert conf["c2_invocations"] == "5000"  # and its own compiler thresholds
 
 
 def test_a_job_starting_its_own_local_master_gets_the_local_defaults_under_the_users(tmp_path: Path) -> None:
@@ -75,6 +80,7 @@ def test_a_job_starting_its_own_local_master_gets_the_local_defaults_under_the_u
     assert (conf["spark.app.name"], conf["spark.master"]) == ("probe", "local[*]")
     assert conf["spark.sql.session.timeZone"] == "UTC"
     assert conf["gc"] == ["PS MarkSweep", "PS Scavenge"]  # the throughput collector (jobs.spark.LOCAL_DRIVER_GC)
+    assert conf["c2_invocations"] == "100000"  # C2 for per-row code only (jobs.spark.LOCAL_DRIVER_JIT)
 
 
 def test_a_local_job_draws_no_console_progress_bar(tmp_path: Path) -> None:
