@@ -384,7 +384,8 @@ def test_the_scoring_driver_loads_neither_torch_nor_the_training_code() -> None:
                             check=True, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
     loaded = set(json.loads(result.stdout))
     assert {"jobs", "lifecycle", "mlflow"} <= loaded
-    assert not loaded & {"torch", "training", "matplotlib"}, sorted(loaded)
+    unwanted = loaded & {"torch", "training", "matplotlib"}
+    assert not unwanted, sorted(unwanted)
 
 
 def test_the_job_fetches_the_model_while_spark_starts_and_scores_like_score_day(
