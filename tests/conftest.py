@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +27,17 @@ def no_mlflow_store_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     ``os.environ``) chooses where a test's runs land; each test makes its own store."""
     for variable in MLFLOW_STORE_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_log_handler_outlives_the_capture() -> Iterator[None]:
+    """Importing Airflow in-process (``dag_support.params`` does) gives the root logger a handler on the stream
+    pytest captures output into, which pytest closes at the end; py4j logs from a finaliser after that, and
+    the run would end with a logging error's traceback. Such handlers go while the stream is still open."""
+    yield
+    for handler in list(logging.root.handlers):
+        if type(handler) is logging.StreamHandler and handler.stream not in (sys.__stdout__, sys.__stderr__):
+            logging.root.removeHandler(handler)
 
 
 @pytest.fixture(scope="session")

@@ -157,7 +157,7 @@ def test_intent_mode_is_deterministic_with_a_seed_and_never_repeats() -> None:
         generate_clickstream(END_DAY, 2, 5000, n_items=300, seed=11, dirty_share=0.0).column("item_id"))
     frame = first.to_pandas().sort_values(["visitor_id", "event_time"], kind="stable")
     same_visitor = frame["visitor_id"].to_numpy()[1:] == frame["visitor_id"].to_numpy()[:-1]
-    millis = frame["event_time"].to_numpy().astype("datetime64[ms]").astype(np.int64)
+    millis = frame["event_time"].dt.tz_convert(None).to_numpy().astype("datetime64[ms]").astype(np.int64)
     close = np.diff(millis) < 30 * 60 * 1000
     repeated = frame["item_id"].to_numpy()[1:] == frame["item_id"].to_numpy()[:-1]
     assert not (same_visitor & close & repeated).any()
