@@ -10,8 +10,8 @@ store. Three measurements, each in a fresh process so its peak memory is its own
 - floor: N hidden states times the item-embedding matrix in torch matmuls plus top-k, in chunks of as
   many rows as the Recommender puts in one chunk on the CPU (``model.recommender.rows_per_chunk``: the
   work no scorer of this model can skip, done the fastest way the Recommender knows);
-- recommender: ``Recommender.recommend`` over the sessions in batches of 10,000 (what a Spark worker
-  does per Arrow batch), including the conversion of the Arrow lists to Python lists;
+- recommender: what the job's Python workers do, in one process: the day's events grouped into sessions
+  (``jobs.session_groups``) and scored 10,000 sessions at a time (``jobs.model_cache.score_batches``);
 - spark job: the job as ``python -m jobs.score`` runs it (``jobs.score.run_job``) into a DuckDB file
   (local[2]), from before its imports to its Spark session's stop;
   again with the driver's class-data-sharing archive (``SESSIONREC_SPARK_CLASS_ARCHIVE``, jobs/spark.py),
@@ -53,7 +53,6 @@ RESULTS = Path(__file__).resolve().parent / "results" / "score.json"
 DAY = date(2026, 11, 21)
 MODEL_NAME = "gru4rec-bench"
 UNKNOWN_SHARE = 0.02
-BATCH_SESSIONS = 10_000
 
 
 # --- inputs ---
@@ -85,12 +84,6 @@ def generate_sessions(n_sessions: int, n_items: int, seed: int = 7) -> pa.Table:
                                pa.timestamp("us", tz="UTC")),
         "event_type": pa.array(["click"] * n_events, pa.string()),
     })
-
-
-def session_lists(events: pa.Table) -> pa.Table:
-    """session_id, item_ids (list, in position order): the scoring input as the Spark job builds it."""
-    grouped = events.group_by("session_id", use_threads=False).aggregate([("item_id", "list")])
-    return grouped.rename_columns(["session_id", "item_ids"])
 
 
 def write_model(directory: Path, n_items: int, hidden: int) -> None:
@@ -146,20 +139,24 @@ def measure_floor(n_sessions: int, n_items: int, hidden: int, top_k: int) -> dic
     return {"seconds": seconds, "torch_threads": torch.get_num_threads(), "chunk_rows": chunk}
 
 
-def measure_recommender(sessions_file: str, model_dir: str, top_k: int) -> dict[str, Any]:
+def measure_recommender(events_file: str, model_dir: str, top_k: int) -> dict[str, Any]:
     import torch
+    from pyspark.accumulators import Accumulator
 
-    from model.recommender import Recommender
+    from jobs.day_counts import CountsParam, no_counts
+    from jobs.model_cache import ServedModel, score_batches, worker_recommender
+    from lifecycle.connection import MlflowStore
+    from sessionrec.config import Settings
 
+    model = ServedModel(MODEL_NAME, "1", MlflowStore(""), Path(model_dir), f"models:/{MODEL_NAME}/1")
     load_start = time.perf_counter()
-    recommender = Recommender.from_directory(model_dir, device="cpu")
+    worker_recommender(model)
     load_seconds = time.perf_counter() - load_start
-    sessions = pq.read_table(sessions_file)
+    events = pq.read_table(events_file, columns=["session_id", "item_id", "position"])
+    counts = Accumulator(0, no_counts(), CountsParam())
     start = time.perf_counter()
-    rows = 0
-    for batch in sessions.to_batches(max_chunksize=BATCH_SESSIONS):
-        result = recommender.recommend(batch.column("item_ids").to_pylist(), k=top_k, exclude_last=True)
-        rows += len(result)
+    rows = sum(batch.num_rows for batch in score_batches(iter(events.to_batches()), model, top_k, True,
+                                                         Settings.crawler_max_events, counts))
     return {"seconds": time.perf_counter() - start, "load_seconds": load_seconds, "rows": rows,
             "torch_threads": torch.get_num_threads()}
 
@@ -219,14 +216,13 @@ def bench_day(n_sessions: int, n_items: int, hidden: int, top_k: int, model_dir:
     lake = root / f"lake-{n_sessions}"
     day_dir = Path(Lake(str(lake)).sessions(DAY))
     day_dir.mkdir(parents=True)
-    pq.write_table(events, day_dir / "part-00000.parquet", row_group_size=500_000)
-    sessions_file = root / f"sessions-{n_sessions}.parquet"
-    pq.write_table(session_lists(events), sessions_file)
+    events_file = day_dir / "part-00000.parquet"
+    pq.write_table(events, events_file, row_group_size=500_000)
     del events
     floor = in_fresh_process(measure_floor, n_sessions, n_items, hidden, top_k)
     runs = [
         ("floor: matmul + top-k", floor),
-        ("recommender", in_fresh_process(measure_recommender, str(sessions_file), str(model_dir), top_k)),
+        ("recommender", in_fresh_process(measure_recommender, str(events_file), str(model_dir), top_k)),
     ]
     archive = root / "class-archive"
     variants = [("spark job", None)]
@@ -278,6 +274,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from jobs.model_cache import SESSIONS_PER_BATCH
+
     args = parse_args(argv)
     sizes = [10_000] if args.quick else args.sessions
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -298,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "score", "started": started.isoformat(),
         "wall_seconds": round((datetime.now(UTC) - started) / timedelta(seconds=1), 1),
         "config": {"items": args.items, "hidden": args.hidden, "top_k": args.top_k, "device": "cpu",
-                   "spark_master": "local[2]", "recommender_batch_sessions": BATCH_SESSIONS,
+                   "spark_master": "local[2]", "recommender_batch_sessions": SESSIONS_PER_BATCH,
                    "unknown_item_share": UNKNOWN_SHARE},
         "machine": machine(), "results": rows,
     }

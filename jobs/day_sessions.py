@@ -2,8 +2,8 @@
 
 :func:`read_sessions` checks a partition against the contract (the columns a job needs, with their types)
 and names the folder and the column when it does not hold; the training set and the scoring job both read
-through it. For scoring, :func:`scoring_sequences` turns the day into one row per session with its most
-recent items in position order and counts what the model will not know.
+through it. For scoring, :func:`scoring_events` hands the day's events to the scoring tasks, whole sessions
+to each, and :func:`checked_counts` refuses a day whose counts show rows the contract forbids.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from datetime import date
 
 from pyspark.errors import AnalysisException
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DataType, IntegerType, LongType, StringType
 
-from jobs.lake import exists
+from jobs.lake import exists, size
 from sessionrec.layout import Lake
 
 logger = logging.getLogger(__name__)
@@ -32,8 +32,11 @@ SCORING_COLUMNS: ColumnTypes = {
 # The sessions column flagging crawler sessions (writer jobs/sessionize.py; optional for readers: days
 # written before it have none).
 CRAWLER = "crawler"
-# Scoring tasks per executor core: a few per core evens out sessions of unequal length between tasks.
-SCORING_TASKS_PER_CORE = 2
+# Scoring tasks: one per executor core (a task scores thousands of sessions, each of at most max_events
+# events, so hashing evens them out), more when the day is large: a task holds all its events in its
+# Python worker while it groups them (jobs/session_groups.py).
+SCORING_TASKS_PER_CORE = 1
+SCORING_BYTES_PER_TASK = 32 << 20
 
 
 def read_sessions(spark: SparkSession, path: str, columns: ColumnTypes,
@@ -64,69 +67,25 @@ def read_sessions(spark: SparkSession, path: str, columns: ColumnTypes,
                                     for name, types in optional.items()))
 
 
-def session_sequences(events: DataFrame, known_items: DataFrame, partitions: int, max_events: int) -> DataFrame:
-    """One row per session: ``item_ids``, its most recent ``max_events`` items in position order, ``length``
-    (all its events), ``known`` (events whose item the model knows; ``known_items`` has one ``item_id``
-    column), ``recent_known`` (those among the items scored) and ``nulls`` (events with a null item or
-    position; a null session id makes a session of its own), in ``partitions`` partitions.
+def scoring_events(spark: SparkSession, lake: Lake, ds: date) -> tuple[DataFrame, str]:
+    """Day D's events (session_id, item_id, position), checked, hash-partitioned by session id so that each
+    scoring task holds whole sessions (jobs/session_groups.py groups them; :data:`SCORING_BYTES_PER_TASK` of
+    the day's Parquet at most per task); and the folder read.
 
-    Only the most recent events reach the model, and only they are gathered into a list, so a crawler's
-    session of any length costs at most ``max_events`` events of memory and scoring. The partition count
-    is explicit because adaptive execution would otherwise coalesce a day's sessions (small as data,
-    expensive to score) into one or two partitions and leave most executors idle.
+    The partition count is explicit because adaptive execution would otherwise coalesce a day's events
+    (small as data, expensive to score) into one or two partitions and leave most executors idle.
     """
-    recent = F.col("position") > F.max("position").over(Window.partitionBy("session_id")) - max_events
-    flagged = (events.repartition(partitions, "session_id")
-               .join(F.broadcast(known_items.withColumn("is_known", F.lit(True))), "item_id", "left")
-               .withColumn("recent", recent))
-    return (flagged.groupBy("session_id")
-            .agg(F.sort_array(F.collect_list(F.when(F.col("recent"), F.struct("position", "item_id"))))
-                 .alias("events"),
-                 F.count(F.lit(1)).alias("length"),
-                 F.count("is_known").alias("known"),
-                 F.count(F.when(F.col("recent"), F.col("is_known"))).alias("recent_known"),
-                 F.count_if(F.col("item_id").isNull() | F.col("position").isNull()).alias("nulls"))
-            .select("session_id", F.col("events.item_id").alias("item_ids"), "length", "known", "recent_known",
-                    "nulls"))
-
-
-STATS = ("sessions", "events", "unknown_items", "fallback_sessions", "truncated_sessions", "events_not_scored")
-
-
-def sequence_stats(sequences: DataFrame, max_events: int, path: str) -> dict[str, int]:
-    """Sessions, events, events with an unknown item, sessions with no known item among the items scored
-    (the fallbacks), and sessions cut to their most recent ``max_events`` events with the events left out;
-    ValueError naming ``path`` when an event has a null session id, item or position."""
-    cut = F.col("length") > max_events
-    null_rows = F.when(F.col("session_id").isNull(), F.col("length")).otherwise(F.col("nulls"))
-    row = sequences.agg(F.count(F.lit(1)).alias("sessions"),
-                        F.coalesce(F.sum("length"), F.lit(0)).alias("events"),
-                        F.coalesce(F.sum(F.col("length") - F.col("known")), F.lit(0)).alias("unknown_items"),
-                        F.count(F.when(F.col("recent_known") == 0, 1)).alias("fallback_sessions"),
-                        F.count(F.when(cut, 1)).alias("truncated_sessions"),
-                        F.coalesce(F.sum(F.when(cut, F.col("length") - max_events)), F.lit(0))
-                        .alias("events_not_scored"),
-                        F.coalesce(F.sum(null_rows), F.lit(0)).alias("null_rows")).first()
-    if row["null_rows"]:
-        raise ValueError(f"{path}: {row['null_rows']} row(s) with a null {', '.join(SCORING_COLUMNS)}; "
-                         "expected none")
-    return {key: int(row[key]) for key in STATS}
-
-
-def scoring_sequences(spark: SparkSession, lake: Lake, ds: date, known_items_file: str,
-                      max_events: int) -> tuple[DataFrame, dict[str, int]]:
-    """Day D's session sequences for scoring, each cut to its most recent ``max_events`` events
-    (checkpointed: read, checked, scored and counted from one pass over the day), and their counts.
-
-    ``known_items_file`` is a Parquet file with the model's item ids in an ``item_id`` column, where every
-    executor can read it (the lake): Spark reads it like any input, whereas a list handed over from the
-    driver travels inside a task, and a catalogue of millions of items would outgrow Spark's RPC message.
-    """
-    if max_events < 1:
-        raise ValueError(f"max_events must be a positive integer, got {max_events}")
     path = lake.sessions(ds)
     events = read_sessions(spark, path, SCORING_COLUMNS)
-    known_items = spark.read.parquet(known_items_file).select("item_id")
-    partitions = SCORING_TASKS_PER_CORE * spark.sparkContext.defaultParallelism
-    sequences = session_sequences(events, known_items, partitions, max_events).localCheckpoint()
-    return sequences, sequence_stats(sequences, max_events, path)
+    partitions = max(SCORING_TASKS_PER_CORE * spark.sparkContext.defaultParallelism,
+                     -(-size(spark, path) // SCORING_BYTES_PER_TASK))
+    return events.repartition(partitions, "session_id"), path
+
+
+def checked_counts(counts: dict[str, int], path: str) -> dict[str, int]:
+    """The day's counts (jobs/session_groups.py) without ``null_rows``; ValueError naming ``path`` when an
+    event had a null session id, item or position."""
+    if counts["null_rows"]:
+        raise ValueError(f"{path}: {counts['null_rows']} row(s) with a null {', '.join(SCORING_COLUMNS)}; "
+                         "expected none")
+    return {key: value for key, value in counts.items() if key != "null_rows"}

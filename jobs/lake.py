@@ -34,6 +34,12 @@ def exists(spark: SparkSession, path: str) -> bool:
     return bool(fs.exists(jpath))
 
 
+def size(spark: SparkSession, path: str) -> int:
+    """Bytes in the file or folder at ``path`` (all files below it)."""
+    fs, jpath = hadoop_path(spark, path)
+    return int(fs.getContentSummary(jpath).getLength())
+
+
 def delete(spark: SparkSession, path: str) -> None:
     """Remove a file or a whole folder; nothing happens when it does not exist."""
     fs, jpath = hadoop_path(spark, path)

@@ -11,12 +11,15 @@ Steps (docs/CONTRACTS.md sections 2, 5 and 6), each in the module that owns the 
    concrete version (lifecycle/resolver.py) and its folder downloaded once on the driver, while the Spark
    session starts (:func:`run_job`); the Python workers load it once each and keep it
    (jobs/model_cache.py).
-2. The day: ``sessions/ds=D/`` is read and checked, each session's most recent ``max_session_events``
-   items (``Settings.crawler_max_events``: a crawler's session costs no more than that) put in
-   ``position`` order, and events whose item the model does not know counted (jobs/day_sessions.py;
-   the model's vocabulary reaches the executors as a file in the run's staging folder of the lake).
-3. Sessions are scored inside Spark (``mapInArrow``), one Arrow batch of sessions at a time
-   (``spark.sql.execution.arrow.maxRecordsPerBatch``, default 10,000).
+2. The day: ``sessions/ds=D/`` is read and checked, and its events hash-partitioned by session id
+   (jobs/day_sessions.py), so each scoring task gets whole sessions. While the driver plans that, Python
+   workers start and load the model in a small job of their own (``warm_workers``).
+3. Sessions are grouped and scored inside Spark (``mapInArrow``) in one pass over the day: each task puts
+   each session's events in ``position`` order, keeps its most recent ``max_session_events``
+   (``Settings.crawler_max_events``: a crawler's session costs no more than that), looks its items up in
+   the model's vocabulary and scores it (jobs/session_groups.py); the day's counts (sessions, events,
+   unknown items, fallbacks, sessions cut, rows with nulls) come back to the driver through an
+   accumulator (jobs/day_counts.py), and a day with nulls fails before its output is swapped in.
 4. The rows are written to a staging folder of the lake and swapped in as ``recommendations/ds=D/``
    (jobs/lake.py), then the driver streams that folder into the warehouse: partition D is replaced in one
    transaction and its row count checked against sessions x K before the commit (jobs/warehouse.py). The
@@ -44,6 +47,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -56,9 +60,10 @@ from pyspark.sql import functions as F
 
 from jobs import warehouse
 from jobs.cli import add_master_argument, parse_day
-from jobs.day_sessions import scoring_sequences
-from jobs.lake import local_copy, replace_by_rename, staging_folder, upload
-from jobs.model_cache import ServedModel, download, recommend
+from jobs.day_counts import CountsParam, no_counts
+from jobs.day_sessions import checked_counts, scoring_events
+from jobs.lake import local_copy, replace_by_rename, staging_folder
+from jobs.model_cache import ServedModel, download, recommend, warm_workers
 from jobs.run_record import PhaseTimer, write_run_record
 from jobs.score_health import health_figures
 from jobs.spark import job_session
@@ -137,32 +142,33 @@ def score_model(spark: SparkSession, lake: str, ds: date, model: ServedModel, to
     ``before_commit`` runs inside the warehouse transaction, just before the commit (see
     :meth:`jobs.warehouse.Warehouse.replace_partition`).
     """
-    if top_k < 1:
-        raise ValueError(f"top_k must be a positive integer, got {top_k}")
+    for name, value in (("top_k", top_k), ("max_session_events", max_session_events)):
+        if value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value}")
     layout = Lake(lake)
     timer = PhaseTimer()
     generated_at = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
     output = layout.recommendations(ds)
     with warehouse.connect(warehouse_url) as target, \
             tempfile.TemporaryDirectory(prefix="sessionrec-score-") as scratch, \
-            staging_folder(spark, layout.staging("score", ds)) as staging:
+            staging_folder(spark, layout.staging("score", ds)) as staging, ExitStack() as stack:
         target.ensure_table()  # a table with the wrong schema fails the run before the scoring, not after
+        stack.enter_context(warm_workers(spark, model))
         vocabulary = read_vocabulary(model.local_dir / VOCABULARY_FILE)
-        known_items = f"{staging}/{VOCABULARY_FILE}"
-        upload(spark, model.local_dir / VOCABULARY_FILE, known_items)
         timer.lap("model")
-        sequences, stats = scoring_sequences(spark, layout, ds, known_items, max_session_events)
-        expected = expected_rows(stats["sessions"], len(vocabulary), top_k, exclude_last)
-        logger.info("%s: %d sessions, %d events (%d with an item unknown to the model), %d fallback sessions, "
-                    "%d sessions cut to their last %d events (%.1f s); scoring with %s version %s", ds,
-                    stats["sessions"], stats["events"], stats["unknown_items"], stats["fallback_sessions"],
-                    stats["truncated_sessions"], max_session_events, timer.lap("sessions"), model.name,
-                    model.version)
-        rows = with_run_columns(recommend(sequences, model, top_k, exclude_last), ds, model, generated_at)
+        events, path = scoring_events(spark, layout, ds)
+        counts = spark.sparkContext.accumulator(no_counts(), CountsParam())
+        rows = with_run_columns(recommend(events, model, top_k, exclude_last, max_session_events, counts), ds,
+                                model, generated_at)
         rows.write.parquet(f"{staging}/recommendations")
+        stats = checked_counts(counts.value, path)
+        expected = expected_rows(stats["sessions"], len(vocabulary), top_k, exclude_last)
         replace_by_rename(spark, f"{staging}/recommendations", output, f"{staging}/previous")
-        logger.info("scored %d sessions in %.1f s; recommendations in %s", stats["sessions"],
-                    timer.lap("scoring"), output)
+        logger.info("%s: scored %d sessions, %d events (%d with an item unknown to the model), %d fallback "
+                    "sessions, %d sessions cut to their last %d events, with %s version %s in %.1f s; "
+                    "recommendations in %s", ds, stats["sessions"], stats["events"], stats["unknown_items"],
+                    stats["fallback_sessions"], stats["truncated_sessions"], max_session_events, model.name,
+                    model.version, timer.lap("scoring"), output)
         source = local_copy(spark, output, Path(scratch))
         loaded = target.replace_partition(ds, warehouse.read_rows(source), expected_rows=expected,
                                           before_commit=before_commit, source=output)

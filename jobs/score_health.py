@@ -51,8 +51,8 @@ def recommended_items(recommendations: Path) -> int:
 
 def health_figures(spark: SparkSession, layout: Lake, ds: date, stats: dict[str, int], vocabulary_size: int,
                    recommendations: Path) -> dict[str, Any]:
-    """The figures of the module docstring for day ``ds``; ``stats`` are the counts of
-    :func:`jobs.day_sessions.sequence_stats`, ``recommendations`` the rows written (see
+    """The figures of the module docstring for day ``ds``; ``stats`` are the day's
+    counts (:func:`jobs.session_groups.group_events`), ``recommendations`` the rows written (see
     :func:`recommended_items`)."""
     recommended = recommended_items(recommendations)
     previous = previous_session_counts(spark, layout, ds)

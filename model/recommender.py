@@ -174,10 +174,14 @@ class Recommender:
         ``exclude_last`` removes each session's last known item from its own recommendations. Every
         session gets the same number of rows: ``k``, or fewer when the vocabulary is smaller.
         """
+        return self.recommend_encoded(encode_sessions(sessions, self.vocabulary), k, exclude_last)
+
+    def recommend_encoded(self, encoded: EncodedSessions, k: int = 20, exclude_last: bool = True) -> Recommendations:
+        """:meth:`recommend` for sessions already mapped to vocabulary indexes (:func:`encode_sessions`, or a
+        caller that looked the items up in bulk): one session per ``encoded.offsets`` interval."""
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         start = time.perf_counter()
-        encoded = encode_sessions(sessions, self.vocabulary)
         k = int(min(k, self.n_items - int(exclude_last)))
         if k < 1:
             raise ValueError(f"cannot recommend from a vocabulary of {self.n_items} item(s) "

@@ -16,6 +16,7 @@ from jobs.lake import (
     midnight,
     replace_by_rename,
     require_micros_timestamps,
+    size,
     staging_folder,
     upload,
     write_text,
@@ -123,6 +124,14 @@ def test_write_text_upload_exists_and_delete(spark, tmp_path: Path) -> None:
     delete(spark, str(tmp_path / "lake"))
     assert not exists(spark, str(tmp_path / "lake"))
     delete(spark, str(tmp_path / "lake"))  # absent: nothing happens
+
+
+def test_size_counts_every_file_below_a_folder(spark, tmp_path: Path) -> None:
+    (tmp_path / "day" / "part").mkdir(parents=True)
+    (tmp_path / "day" / "a.parquet").write_bytes(b"x" * 1000)
+    (tmp_path / "day" / "part" / "b.parquet").write_bytes(b"y" * 234)
+    assert size(spark, str(tmp_path / "day")) == 1234
+    assert size(spark, str(tmp_path / "day" / "a.parquet")) == 1000
 
 
 def test_build_session_writes_parquet_timestamps_as_utc_micros(spark, tmp_path: Path) -> None:

@@ -20,13 +20,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from pyspark.accumulators import Accumulator
 
 from jobs import model_cache, score
+from jobs.day_counts import CountsParam, no_counts
 from jobs.warehouse import TABLE, WarehouseSchemaError, connect
 from lifecycle.connection import MlflowStore
 from lifecycle.resolver import ModelNotFound, ModelReference, parse_model_reference, resolve_version
 from model.artifacts import save_model
-from model.data import Vocabulary, write_vocabulary
+from model.data import Vocabulary
 from model.network import GRU4Rec, GRU4RecConfig
 from model.packaging import log_session_model
 from sessionrec.config import PROJECT_ROOT, load_settings
@@ -210,11 +212,8 @@ def test_rerun_into_postgres_is_idempotent_and_replaces_the_day(spark: object, l
 
 def test_a_crawler_session_is_scored_on_its_most_recent_events_only(spark: object, registry: str,
                                                                      tmp_path: Path) -> None:
-    """2,000 clicks of a bot: at most ``max_session_events`` reach the model (the list Spark gathers is cut
-    too), and its recommendations are those of a session of just its last 200 events."""
-    from jobs.day_sessions import scoring_sequences
-    from sessionrec.layout import Lake
-
+    """2,000 clicks of a bot: at most ``max_session_events`` reach the model (tests/jobs/test_session_groups.py
+    checks the cut itself), and its recommendations are those of a session of just its last 200 events."""
     bot = [f"i{(7 * i) % N_ITEMS:02d}" if i % 50 else "new-bot" for i in range(2000)]
     lake = tmp_path / "lake"
     write_day(lake, {"bot": bot, "tail": bot[-200:], "person": ["i01", "i02", "i03"]})
@@ -222,12 +221,6 @@ def test_a_crawler_session_is_scored_on_its_most_recent_events_only(spark: objec
         day = (DAY - timedelta(days=days_before)).isoformat()
         Path(lake, "stats", "score").mkdir(parents=True, exist_ok=True)
         Path(lake, "stats", "score", f"ds={day}.json").write_text(json.dumps({"ds": day, "sessions": sessions_then}))
-    known_items = tmp_path / "items.parquet"
-    write_vocabulary(VOCABULARY, known_items)
-    sequences, _ = scoring_sequences(spark, Lake(str(lake)), DAY, str(known_items), max_events=200)
-    lengths = {row["session_id"]: len(row["item_ids"]) for row in sequences.collect()}
-    assert lengths == {"bot": 200, "tail": 200, "person": 3}
-
     url = f"duckdb://{tmp_path / 'warehouse.duckdb'}"
     record = score.score_day(spark, str(lake), DAY, f"models:/{MODEL_NAME}/1", 5, True, url, registry,
                              max_session_events=200)
@@ -289,7 +282,7 @@ def test_input_with_a_wrong_column_type_names_the_column(spark: object, registry
                         f"duckdb://{tmp_path / 'w.duckdb'}", registry)
 
 
-def test_nulls_in_the_day_are_counted_and_refused_before_scoring(spark: object, registry: str,
+def test_nulls_in_the_day_are_counted_and_refused_before_anything_is_written(spark: object, registry: str,
                                                                  tmp_path: Path) -> None:
     folder = tmp_path / "lake" / "sessions" / f"ds={DAY.isoformat()}"
     folder.mkdir(parents=True)
@@ -346,11 +339,15 @@ def test_worker_without_the_driver_folder_downloads_the_same_version(registry: s
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the worker's download folder goes here
     local = score.resolve_model(f"models:/{MODEL_NAME}/1", MlflowStore(registry), tmp_path / "driver")
     remote = dataclasses.replace(local, local_dir=tmp_path / "not-on-this-host")
-    batch = pa.record_batch({"session_id": list(sessions), "item_ids": list(sessions.values())})
-    from_local = pa.Table.from_batches(model_cache.score_batches(iter([batch]), local, TOP_K, True))
-    from_download = pa.Table.from_batches(model_cache.score_batches(iter([batch]), remote, TOP_K, True))
+    rows = [(sid, item, pos) for sid, items in sessions.items() for pos, item in enumerate(items)]
+    batch = pa.record_batch({"session_id": [r[0] for r in rows], "item_id": [r[1] for r in rows],
+                             "position": pa.array([r[2] for r in rows], pa.int32())})
+    counts = Accumulator(0, no_counts(), CountsParam())
+    from_local = pa.Table.from_batches(model_cache.score_batches(iter([batch]), local, TOP_K, True, 200, counts))
+    from_download = pa.Table.from_batches(model_cache.score_batches(iter([batch]), remote, TOP_K, True, 200, counts))
     assert from_download.equals(from_local)
     assert from_local.num_rows == len(sessions) * TOP_K
+    assert (counts.value["sessions"], counts.value["events"]) == (2 * len(sessions), 2 * len(rows))
     assert len(list(tmp_path.glob("sessionrec-model-*/**/model.pt"))) == 1  # downloaded by the worker
 
 
@@ -410,3 +407,23 @@ def test_the_job_fetches_the_model_while_spark_starts_and_scores_like_score_day(
     pd.testing.assert_frame_equal(
         again.sort_values(key).reset_index(drop=True)[["session_id", "rank", "item_id", "score", "fallback"]],
         rows.sort_values(key).reset_index(drop=True)[["session_id", "rank", "item_id", "score", "fallback"]])
+
+
+def test_warming_loads_the_model_in_a_worker_and_only_logs_a_failure(spark: object, registry: str, tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    def loaded_models(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """``mapInArrow`` probe (pickled by value: the workers cannot import this module): the model
+        folders this Python worker holds."""
+        for _ in batches:
+            pass
+        yield pa.record_batch({"folder": pa.array(list(model_cache._worker_models), pa.string())})
+
+    model = score.resolve_model(f"models:/{MODEL_NAME}/1", MlflowStore(registry), tmp_path / "driver")
+    with model_cache.warm_workers(spark, model):
+        pass
+    held = {row["folder"] for row in spark.range(0, 2, 1, 2).mapInArrow(loaded_models, "folder string").collect()}
+    assert str(model.local_dir) in held
+    missing = dataclasses.replace(model, version="999", local_dir=tmp_path / "nowhere")
+    with caplog.at_level("WARNING", logger="jobs.model_cache"), model_cache.warm_workers(spark, missing):
+        pass
+    assert f"could not load models:/{MODEL_NAME}/999 in the Python workers" in caplog.text
