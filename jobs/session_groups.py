@@ -25,21 +25,23 @@ from model.recommender import EncodedSessions
 @dataclass(frozen=True)
 class SessionGroups:
     """The sessions of one task: ``session_ids[s]`` is scored on ``encoded``'s session ``s`` (its most recent
-    events whose item the model knows, oldest first); ``counts`` has a value for each of
-    :data:`jobs.day_counts.COUNTS`."""
+    events whose item the model knows, oldest first), ``recent_unknown[s]`` of its most recent events had an
+    item the model does not know; ``counts`` has a value for each of :data:`jobs.day_counts.COUNTS`."""
 
     session_ids: pa.Array
     encoded: EncodedSessions
+    recent_unknown: np.ndarray
     counts: dict[str, int]
 
     def __len__(self) -> int:
         return len(self.session_ids)
 
     def slice(self, begin: int, end: int) -> SessionGroups:
-        """Sessions ``begin:end`` (their counts are not split: they stay with the whole)."""
+        """Sessions ``begin:end`` (the day's counts are not split: they stay with the whole)."""
         offsets = self.encoded.offsets[begin:end + 1]
-        items = self.encoded.items[offsets[0]:offsets[-1]]
-        return SessionGroups(self.session_ids[begin:end], EncodedSessions(items, offsets - offsets[0], 0), self.counts)
+        unknown = self.recent_unknown[begin:end]
+        encoded = EncodedSessions(self.encoded.items[offsets[0]:offsets[-1]], offsets - offsets[0], int(unknown.sum()))
+        return SessionGroups(self.session_ids[begin:end], encoded, unknown, self.counts)
 
 
 def group_events(events: pa.Table, vocabulary: Vocabulary, max_events: int) -> SessionGroups:
@@ -83,5 +85,6 @@ def group_events(events: pa.Table, vocabulary: Vocabulary, max_events: int) -> S
         "events_not_scored": int((lengths[cut] - max_events).sum()),
         "null_rows": null_rows,
     }
-    encoded = EncodedSessions(items[scored], offsets, int((recent & ~known).sum()))
-    return SessionGroups(sessions.dictionary, encoded, counts)
+    recent_unknown = np.bincount(codes[recent & ~known], minlength=n_sessions)
+    encoded = EncodedSessions(items[scored], offsets, int(recent_unknown.sum()))
+    return SessionGroups(sessions.dictionary, encoded, recent_unknown, counts)

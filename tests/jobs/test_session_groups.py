@@ -77,6 +77,7 @@ def test_a_slice_holds_its_sessions_only() -> None:
     parts = [groups.slice(begin, begin + 2) for begin in range(0, len(groups), 2)]
     assert [len(part) for part in parts] == [2, 2]
     assert {sid: items for part in parts for sid, items in sessions_of(part).items()} == whole
+    assert [part.encoded.unknown_items for part in parts] == [0, 1]  # "new" in s3, the slice's own count
 
 
 def test_max_events_must_be_positive() -> None:
