@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from pyspark.accumulators import AccumulatorParam
 
-# The counts, as the run record holds them (jobs/score.py, docs/CONTRACTS.md section 6).
+# The counts: all but null_rows go into the run record (jobs/score.py, docs/CONTRACTS.md section 6); a day
+# with null rows fails instead (jobs/day_sessions.py, checked_counts).
 COUNTS = ("sessions", "events", "unknown_items", "fallback_sessions", "truncated_sessions", "events_not_scored",
           "null_rows")
 

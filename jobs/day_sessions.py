@@ -33,9 +33,9 @@ SCORING_COLUMNS: ColumnTypes = {
 # written before it have none).
 CRAWLER = "crawler"
 # Scoring tasks: one per executor core (a task scores thousands of sessions, each of at most max_events
-# events, so hashing evens them out), more when the day is large: a task holds all its events in its
-# Python worker while it groups them (jobs/session_groups.py).
-SCORING_TASKS_PER_CORE = 1
+# events, so hashing evens them out), more when the day is large: one per this many bytes of the day's
+# Parquet, since a task holds all its events in its Python worker while it groups them
+# (jobs/session_groups.py).
 SCORING_BYTES_PER_TASK = 32 << 20
 
 
@@ -77,8 +77,7 @@ def scoring_events(spark: SparkSession, lake: Lake, ds: date) -> tuple[DataFrame
     """
     path = lake.sessions(ds)
     events = read_sessions(spark, path, SCORING_COLUMNS)
-    partitions = max(SCORING_TASKS_PER_CORE * spark.sparkContext.defaultParallelism,
-                     -(-size(spark, path) // SCORING_BYTES_PER_TASK))
+    partitions = max(spark.sparkContext.defaultParallelism, -(-size(spark, path) // SCORING_BYTES_PER_TASK))
     return events.repartition(partitions, "session_id"), path
 
 
