@@ -284,8 +284,9 @@ def print_table(rows: list[dict[str, Any]], summaries: list[dict[str, Any]]) -> 
                   f"{row['model_fetch_seconds']:.1f} s while Spark started")
     for summary in summaries:
         shares = ", ".join(f"{share:.0%}" for share in summary["spark_job_share_of_floor"])
+        rounds = f"median of {summary['rounds']} rounds: {shares}" if summary["rounds"] > 1 else "one round"
         print(f"spark job at {summary['sessions']} sessions: {summary['median_share_of_floor']:.0%} of the floor's "
-              f"speed (median of {summary['rounds']} rounds: {shares})")
+              f"speed ({rounds})")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
