@@ -244,7 +244,7 @@ def bench_day(n_sessions: int, n_items: int, hidden: int, top_k: int, model_dir:
         shares.append(round(floor["seconds"] / job["seconds"], 3))
         rows += [compared(n_sessions, "floor: matmul + top-k", floor, floor, number),
                  compared(n_sessions, "spark job", job, floor, number)]
-    floor = {key: statistics.median(run[key] for run in floors) for key in ("seconds", "cpu_seconds")}
+    median_floor = {key: statistics.median(run[key] for run in floors) for key in ("seconds", "cpu_seconds")}
     runs = [("recommender", in_fresh_process(measure_recommender, str(events_file), str(model_dir), top_k))]
     archive = root / "class-archive"
     if not any(archive.glob("*.jsa")):
@@ -253,7 +253,7 @@ def bench_day(n_sessions: int, n_items: int, hidden: int, top_k: int, model_dir:
     warm = spark_job("warm", warm=True)
     runs.append(("spark job, warm session", {**warm, "cpu_seconds": warm["cpu_seconds_of_run"]}))
     runs.append(("warehouse reload", in_fresh_process(measure_warehouse_reload, str(lake), warehouse_url("round-1"))))
-    rows += [compared(n_sessions, name, result, floor) for name, result in runs]
+    rows += [compared(n_sessions, name, result, median_floor) for name, result in runs]
     return rows, {"sessions": n_sessions, "rounds": rounds, "spark_job_share_of_floor": shares,
                   "median_share_of_floor": statistics.median(shares)}
 
